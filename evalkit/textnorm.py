@@ -1,0 +1,54 @@
+"""Text normalization applied identically to the suite text and the ASR transcript.
+
+Rules (bump VERSION whenever one changes: it is part of every run's provenance):
+1. Unicode NFKC: composes Hangul syllables (NFC) and folds full-width and compatibility forms
+   (ＡＢＣ -> ABC, ㎞ -> km).
+2. Case folding.
+3. Thousands separators inside numbers are dropped (1,500 -> 1500): ASR writes both.
+4. Apostrophes inside words are dropped (don't -> dont); every other punctuation mark or symbol
+   becomes a space. Digits, letters of every script and spaces survive.
+5. English only: diacritics are removed (café -> cafe), as Whisper's own English normalizer
+   does; ASR spells loanwords either way. Other languages keep them (Hangul is never decomposed).
+6. Whitespace collapses to single spaces.
+
+For CER, languages written without reliable word spacing (Korean, Japanese, Chinese, Thai)
+are compared with all spaces removed: Korean spacing is inconsistent in writing and in ASR
+output, so a spacing difference is not a pronunciation error. Other languages keep the
+spaces, as jiwer's CER does.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+VERSION = "1"
+
+SPACE_FREE_CER = frozenset({"ko", "ja", "zh", "th"})
+FOLD_DIACRITICS = frozenset({"en"})
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_APOSTROPHE = re.compile(r"(?<=\w)['’](?=\w)")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize(text: str, language: str) -> str:
+    s = unicodedata.normalize("NFKC", text).casefold()
+    s = _THOUSANDS.sub("", s)
+    s = _APOSTROPHE.sub("", s)
+    if language in FOLD_DIACRITICS:
+        s = unicodedata.normalize("NFC", "".join(
+            ch for ch in unicodedata.normalize("NFD", s) if unicodedata.category(ch) != "Mn"))
+    s = "".join(ch if _keep(ch) else " " for ch in s)
+    return _SPACES.sub(" ", s).strip()
+
+
+def cer_form(normalized: str, language: str) -> str:
+    """The string CER is computed on."""
+    return normalized.replace(" ", "") if language in SPACE_FREE_CER else normalized
+
+
+def _keep(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    # Letters, marks (combining jamo, accents) and numbers stay; punctuation and symbols go.
+    return cat[0] in "LMN" or ch == " "

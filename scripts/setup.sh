@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything evalkit and its tests need on a fresh Debian machine: espeak-ng from apt,
+# then a virtual environment in .venv with the CPU torch wheel and evalkit (editable, with test
+# extras). Safe to re-run. Offline apart from the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "evalkit needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+    exit 2
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch first and pinned: the CPU wheel; anything unpinned resolves to multi-GB CUDA builds.
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import evalkit, evalkit_metrics, evalkit_suites, faster_whisper, piper, speechmos" \
+    || { echo "setup failed: evalkit does not import" >&2; exit 1; }

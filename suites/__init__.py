@@ -1,0 +1,1 @@
+"""Built-in suites, shipped as package data (one folder per suite)."""

@@ -1,0 +1,102 @@
+"""Shared fixtures: real models loaded once per session, real MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def asr():
+    """Whisper base (faster-whisper, bundled weights), loaded once for the whole session."""
+    from evalkit.asr import resolve
+
+    return resolve("faster-whisper:base", "cpu")
+
+
+@pytest.fixture(scope="session")
+def piper():
+    from evalkit.adapters.piper import PiperAdapter
+
+    adapter = PiperAdapter("piper:joe")
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture(scope="session")
+def espeak_en():
+    from evalkit.adapters.espeak import EspeakAdapter
+
+    adapter = EspeakAdapter("espeak:en-us")
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1, stopped (whole process group) after the session."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server",
+           "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+           "--artifacts-destination", str(root / "artifacts"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120  # 11-25 s measured; poll, never sleep blindly
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early: {(root / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise RuntimeError("mlflow server did not answer /health within 120 s")
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    # Workers linger after the main process: wait for the whole group to go.
+    for _ in range(60):
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The installed command, as a user runs it (a fresh process)."""
+    return subprocess.run([sys.executable, "-m", "evalkit", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)

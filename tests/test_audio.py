@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from evalkit import audio
+from evalkit.errors import EvalkitError
+from evalkit.types import Audio
+
+
+def test_checks_known_answers():
+    sr = 16000
+    assert audio.check(Audio(np.zeros(0, np.float32), sr))[0] == "empty audio"
+    nan = np.full(sr, 0.1, np.float32)
+    nan[5] = np.nan
+    assert "NaN" in audio.check(Audio(nan, sr))[0]
+    assert audio.check(Audio(np.zeros(sr, np.float32), sr))[0].startswith("silent")
+    tone = (0.5 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    failure, facts = audio.check(Audio(tone, sr))
+    assert failure is None and facts["duration_s"] == 1.0 and facts["clip_ratio"] == 0.0
+    clipped = np.clip(tone * 4, -1, 1)
+    assert audio.check(Audio(clipped, sr))[1]["clip_ratio"] > 0.5
+
+
+def test_saved_samples_are_the_scored_samples(tmp_path):
+    rng = np.random.default_rng(0)
+    a = Audio((rng.standard_normal(8000) * 0.3).clip(-1, 1).astype(np.float32), 22050)
+    q = audio.as_pcm16(a)
+    audio.write_wav(tmp_path / "a.wav", q)
+    back = audio.read_wav(tmp_path / "a.wav")
+    assert back.sample_rate == 22050
+    np.testing.assert_array_equal(back.samples, q.samples)
+
+
+def test_resample_keeps_duration_and_pitch():
+    sr = 22050
+    t = np.arange(sr) / sr
+    a = Audio(np.sin(2 * np.pi * 440 * t).astype(np.float32), sr)
+    r = audio.resample(a, 16000)
+    assert len(r.samples) == 16000
+    spectrum = np.abs(np.fft.rfft(r.samples))
+    assert np.argmax(spectrum) == pytest.approx(440, abs=1)
+
+
+def test_unreadable_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    with pytest.raises(EvalkitError, match="not a readable audio file"):
+        audio.read_wav(bad)

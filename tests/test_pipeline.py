@@ -1,0 +1,54 @@
+"""The pipeline on real espeak audio and real Whisper, with one sentence made to fail."""
+
+import math
+
+import numpy as np
+import pytest
+
+from evalkit import pipeline
+from evalkit.types import Audio, Row, Suite, Utterance
+from evalkit_metrics.intelligibility import Intelligibility
+
+
+class Flaky:
+    """The real espeak adapter, except that it raises on one text and returns NaN on another."""
+
+    name = "flaky"
+    batch_size = 4
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def synthesize(self, requests):
+        if any(r.text == "Explode here." for r in requests):
+            raise RuntimeError("model crashed on this sentence")
+        out = self.inner.synthesize(requests)
+        return [Audio(np.full(1000, np.nan, np.float32), a.sample_rate) if r.text == "Give me NaN." else a
+                for r, a in zip(requests, out)]
+
+
+def test_failures_are_isolated(tmp_path, espeak_en, asr):
+    texts = ["Good morning.", "Explode here.", "Give me NaN.", "See you tomorrow."]
+    suite = Suite("t", "1", "en", "test", tuple(Utterance(f"u{i}", t) for i, t in enumerate(texts)), "d", "mem")
+    rows = pipeline.evaluate(suite, Flaky(espeak_en), asr, [Intelligibility()], tmp_path)
+    by_id = {r.utterance_id: r for r in rows}
+    assert [r.utterance_id for r in rows] == ["u0", "u1", "u2", "u3"]
+    assert "model crashed" in by_id["u1"].failure
+    assert "NaN" in by_id["u2"].failure
+    for ok in ("u0", "u3"):
+        assert by_id[ok].failure is None
+        assert by_id[ok].values["cer"] < 0.5
+        assert (tmp_path / by_id[ok].audio_path).is_file()
+        assert by_id[ok].values["rtf"] > 0
+    assert "cer" not in by_id["u1"].values
+    agg = pipeline.aggregate(rows)
+    assert agg["failures/count"] == 2 and agg["utterances/count"] == 4
+
+
+def test_aggregate_ignores_nan_and_knows_percentiles():
+    rows = [Row(f"u{i}", "x", (), {"cer": v}) for i, v in enumerate([0.0, 0.1, 0.2, 0.3, math.nan])]
+    agg = pipeline.aggregate(rows)
+    assert agg["cer/mean"] == pytest.approx(0.15)
+    assert agg["cer/median"] == pytest.approx(0.15)
+    assert agg["cer/p90"] == pytest.approx(0.27)
+    assert agg["failures/count"] == 0
