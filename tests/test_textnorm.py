@@ -21,7 +21,7 @@ def test_english(text, expected):
 @pytest.mark.parametrize("text, expected", [
     ("안녕하세요.", "안녕하세요"),
     ("정말요?! 네, 좋아요…", "정말요 네 좋아요"),
-    ("1,500원", "1500원"),
+    ("1,500원", "천오백 원"),
     ("「서울」·부산", "서울 부산"),
     ("ＫＴＸ를 타요", "ktx를 타요"),
 ])
@@ -49,3 +49,21 @@ def test_idempotent():
     for text, lang in [("Hello, World!", "en"), ("정말요?! 네, 좋아요…", "ko")]:
         once = normalize(text, lang)
         assert normalize(once, lang) == once
+
+
+@pytest.mark.parametrize("written, spoken", [
+    ("사과 3개 주세요.", "사과 세 개 주세요"),
+    ("2024년 3월 15일", "이천이십사 년 삼월 십오 일"),
+    ("오후 3시 30분에 만나요", "오후 세 시 삼십 분에 만나요"),
+    ("기온이 25°C까지 올랐다", "기온이 이십오 도까지 올랐다"),
+])
+def test_korean_number_readings_written_either_way_score_equal(written, spoken):
+    assert cer_form(normalize(written, "ko"), "ko") == cer_form(normalize(spoken, "ko"), "ko")
+
+
+def test_korean_wrong_reading_stays_an_error():
+    assert cer_form(normalize("3개", "ko"), "ko") != cer_form(normalize("삼 개", "ko"), "ko")
+
+
+def test_english_digits_untouched_by_the_korean_reader():
+    assert normalize("3 apples", "en") == "3 apples"
