@@ -1,9 +1,19 @@
-"""Where evalkit keeps things it derives once per machine (assembled model files)."""
+"""Content-addressed, per-machine cache: assembled model files and derived results
+(transcripts), keyed by the hash of what produced them, so re-scoring never redoes work.
+
+Root: $EVALKIT_CACHE, else $XDG_CACHE_HOME/evalkit, else ~/.cache/evalkit.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+
+import numpy as np
+
+from .types import Audio
 
 
 def cache_dir(*parts: str) -> Path:
@@ -12,3 +22,39 @@ def cache_dir(*parts: str) -> Path:
     path = Path(root, *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def audio_digest(audio: Audio) -> str:
+    h = hashlib.sha256(f"{audio.sample_rate}|float32|".encode())
+    h.update(np.ascontiguousarray(audio.samples, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+class JsonCache:
+    """One JSON document per key; a write is atomic, a corrupt entry reads as a miss."""
+
+    def __init__(self, kind: str) -> None:
+        self.root = cache_dir(kind)
+
+    def _path(self, k: str) -> Path:
+        return self.root / k[:2] / f"{k}.json"
+
+    def get(self, k: str) -> dict | None:
+        try:
+            return json.loads(self._path(k).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, k: str, value: dict) -> None:
+        path = self._path(k)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time, never results

@@ -88,19 +88,20 @@ def run(
 def _print_summary(summary: dict) -> None:
     agg = summary["aggregates"]
     table = Table(title=f"{summary['suite']['name']} · {summary['params']['model']}")
-    for col in ("metric", "mean", "median", "p90"):
+    stats = ("mean", "median", "p90", "corpus")
+    for col in ("metric", *stats):
         table.add_column(col, justify="left" if col == "metric" else "right")
     keys = sorted({k.rsplit("/", 1)[0] for k in agg if k.endswith("/mean")})
     for k in keys:
-        table.add_row(k, *(_fmt(agg.get(f"{k}/{a}")) for a in ("mean", "median", "p90")))
-    table.add_row("failures", _fmt(agg.get("failures/count")), "", "")
-    table.add_row("utterances", _fmt(agg.get("utterances/count")), "", "")
+        table.add_row(k, *(_fmt(agg.get(f"{k}/{a}")) for a in stats))
+    table.add_row("failures", _fmt(agg.get("failures/count")), "", "", "")
+    table.add_row("utterances", _fmt(agg.get("utterances/count")), "", "", "")
     out.print(table)
 
 
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
+        return ""
     return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
 
 

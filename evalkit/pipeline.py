@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import numpy as np
 
 from . import audio as audio_mod
+from . import cache as cache_mod
 from . import textnorm
 from .protocols import ASRBackend, Metric, TTSAdapter
 from .types import Audio, Row, Score, ScoringItem, Suite, SynthesisRequest, Transcript, Utterance
@@ -54,8 +55,15 @@ class _State:
         return self._resampled[sample_rate]
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    rows: list[Row]
+    transcripts_cached: int  # transcripts taken from the cache instead of the ASR model
+    transcripts_computed: int
+
+
 def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics: Sequence[Metric],
-             out_dir: Path, progress: Progress | None = None) -> list[Row]:
+             out_dir: Path, progress: Progress | None = None) -> Evaluation:
     progress = progress or Progress()
     states = [_State(u) for u in suite.utterances]
     audio_dir = out_dir / "audio"
@@ -63,12 +71,14 @@ def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics:
 
     synthesize(states, adapter, suite.language, audio_dir, progress)
     alive = [s for s in states if s.failure is None]
+    cached = 0
     if asr is not None and any(m.needs_transcript for m in metrics):
-        transcribe(alive, asr, suite.language, progress)
+        cached = transcribe(alive, asr, suite.language, progress)
     for metric in metrics:
         score(alive, metric, suite.language, progress)
-    return [Row(s.utterance.id, s.utterance.text, s.utterance.tags, s.values, s.texts,
+    rows = [Row(s.utterance.id, s.utterance.text, s.utterance.tags, s.values, s.texts,
                 s.audio_path, s.failure, tuple(s.notes)) for s in states]
+    return Evaluation(rows, cached, sum(s.transcript is not None for s in alive) - cached)
 
 
 def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_dir: Path,
@@ -108,19 +118,40 @@ def _accept_audio(s: _State, clip: Audio, seconds: float, audio_dir: Path) -> No
     s.audio_path = str(Path("audio") / path.name)
 
 
-def transcribe(states: list[_State], asr: ASRBackend, language: str, progress: Progress) -> None:
+def transcribe(states: list[_State], asr: ASRBackend, language: str, progress: Progress) -> int:
+    """Transcribe each clip once per (audio, ASR settings, language), ever: results are cached by
+    content. Returns how many came from the cache."""
     progress.start("transcribe", len(states))
-    for batch in _chunks(states, ASR_BATCH):
+    store = cache_mod.JsonCache("transcripts")
+    settings = asr.describe().get("settings_digest") or repr(sorted(asr.describe().items()))
+    keys = {id(s): cache_mod.key(cache_mod.audio_digest(s.audio_at(ASR_SAMPLE_RATE)), settings, language)
+            for s in states}
+    todo, cached = [], 0
+    for s in states:
+        hit = store.get(keys[id(s)])
+        if hit is not None:
+            _accept_transcript(s, Transcript(hit["text"], language), language)
+            cached += 1
+            progress.advance()
+        else:
+            todo.append(s)
+    for batch in _chunks(todo, ASR_BATCH):
         clips = [s.audio_at(ASR_SAMPLE_RATE) for s in batch]
         for s, outcome in zip(batch, _isolated(_one_each(lambda a: asr.transcribe(a, language)), clips)):
             if isinstance(outcome, BaseException):
                 s.notes.append(f"asr failed: {_one_line(outcome)}")
                 continue
-            s.transcript = outcome
-            s.texts["transcript"] = outcome.text
-            s.texts["text_norm"] = textnorm.normalize(s.utterance.text, language)
-            s.texts["transcript_norm"] = textnorm.normalize(outcome.text, language)
+            store.put(keys[id(s)], {"text": outcome.text})
+            _accept_transcript(s, outcome, language)
         progress.advance(len(batch))
+    return cached
+
+
+def _accept_transcript(s: _State, transcript: Transcript, language: str) -> None:
+    s.transcript = transcript
+    s.texts["transcript"] = transcript.text
+    s.texts["text_norm"] = textnorm.normalize(s.utterance.text, language)
+    s.texts["transcript_norm"] = textnorm.normalize(transcript.text, language)
 
 
 def score(states: list[_State], metric: Metric, language: str, progress: Progress) -> None:
@@ -139,6 +170,7 @@ def score(states: list[_State], metric: Metric, language: str, progress: Progres
                 outcome = Score(dict.fromkeys(metric.higher_is_better, math.nan),
                                 f"{metric.name} failed: {_one_line(outcome)}")
             s.values.update(outcome.values)
+            s.texts.update(outcome.texts)
             if outcome.note:
                 s.notes.append(outcome.note)
         progress.advance(len(batch))
@@ -184,8 +216,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
-def aggregate(rows: Sequence[Row]) -> dict[str, float]:
-    """`key/mean`, `key/median`, `key/p90` over the finite values of every per-utterance key."""
+def aggregate(rows: Sequence[Row], metrics: Sequence[Metric] = ()) -> dict[str, float]:
+    """Aggregates over the finite values of every per-utterance key: `key/mean`, `key/median`,
+    `key/p90`; for keys a metric declares in `counts`, `key/sum`; for its `corpus` rates,
+    `name/corpus` = sum of edits / sum of lengths."""
+    counts = {k for m in metrics for k in getattr(m, "counts", ())}
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r.values if k not in keys)
@@ -195,9 +230,17 @@ def aggregate(rows: Sequence[Row]) -> dict[str, float]:
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
             continue
+        if k in counts:
+            out[f"{k}/sum"] = float(vals.sum())
+            continue
         out[f"{k}/mean"] = float(vals.mean())
         out[f"{k}/median"] = float(np.median(vals))
         out[f"{k}/p90"] = float(np.percentile(vals, 90))
+    for metric in metrics:
+        for name, (numerators, denominator) in getattr(metric, "corpus", {}).items():
+            total = out.get(f"{denominator}/sum", 0.0)
+            if total > 0:
+                out[f"{name}/corpus"] = sum(out.get(f"{k}/sum", 0.0) for k in numerators) / total
     out["failures/count"] = float(sum(r.failure is not None for r in rows))
     out["utterances/count"] = float(len(rows))
     return out

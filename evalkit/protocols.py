@@ -53,6 +53,9 @@ class Metric(Protocol):
     `sample_rate` is the rate the metric works at (the core resamples once per rate); `keys`
     lists the values each Score carries, `higher_is_better` says their direction, `version` is
     bumped whenever the computation changes, so results with different versions never mix.
+
+    Optional: `counts` (keys the core sums instead of taking mean/median/p90) and `corpus`
+    ({rate: ((numerator keys...), denominator key)}: the core reports `rate/corpus`).
     """
 
     name: str

@@ -75,7 +75,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     try:
         _prepare_out(out_dir)
         asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
-        rows = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress)
+        evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress)
+        rows = evaluation.rows
         model_info = dict(adapter.describe())
     finally:
         adapter.close()
@@ -84,6 +85,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     asr_info = dict(asr.describe()) if asr is not None else {}
     summary = _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows,
                        started, finished, uri, experiment)
+    summary["cache"] = {"transcripts_cached": evaluation.transcripts_cached,
+                        "transcripts_computed": evaluation.transcripts_computed}
     record.write(out_dir, summary, rows)
     try:
         if tracking_problem:
@@ -167,7 +170,7 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "metrics": metric_info,
         "params": params,
         "tags": tags,
-        "aggregates": pipeline.aggregate(rows),
+        "aggregates": pipeline.aggregate(rows, metrics),
         "tracking": {"uri": uri, "experiment": experiment, "run_id": None},
     }
 

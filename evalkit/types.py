@@ -82,6 +82,7 @@ class Score:
 
     values: Mapping[str, float]
     note: str | None = None
+    texts: Mapping[str, str] = field(default_factory=dict)  # per-utterance strings for the table
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,18 @@ Metric card
   first. Computed with jiwer. Unbounded above: a runaway transcript can exceed 1.
 - cer_clipped: min(cer, 1). Aggregate this one when a mean must not be dominated by one
   repetition loop; the raw cer is kept beside it.
-- wer: word error rate over the space-separated normalized strings (secondary for Korean).
+- char_sub, char_del, char_ins, char_ref_len: the edit counts behind cer and the reference
+  length; the core sums them into the corpus-level `cer/corpus` (total edits / total characters).
+- wer (+ word_sub, word_del, word_ins, word_ref_len, `wer/corpus`): the same over the
+  space-separated normalized strings (secondary for Korean, whose spacing is unreliable).
 - runaway: 1.0 when the transcript is more than twice as long as the reference (in CER
   characters), else 0.0: a repetition loop or babbling.
+- failed_to_speak: 1.0 when cer > 0.5, else 0.0; its mean is the share of utterances the model
+  did not get across at all (attention failures, babbling, early stops).
+- Text column `cer_alignment`: the reference with the edits inline, `[a→b]` a substitution,
+  `[-a]` a deletion, `[+b]` an insertion, so a reader sees where the model went wrong.
 Direction: lower is better for all. Needs: the transcript. Known answers: identical text -> 0;
-an empty transcript -> 1; a reference of N characters with one substituted -> 1/N.
+an empty transcript -> 1 (every character deleted); one substituted syllable of N -> 1/N.
 """
 
 from __future__ import annotations
@@ -23,14 +30,27 @@ import jiwer
 from evalkit.textnorm import cer_form
 from evalkit.types import Score, ScoringItem
 
+FAILED_TO_SPEAK_CER = 0.5
+
 
 class Intelligibility:
     name = "intelligibility"
-    version = "1"
+    version = "2"
     sample_rate = 16000  # unused: the metric reads text only
     needs_transcript = True
     needs_reference = False
-    higher_is_better = {"cer": False, "cer_clipped": False, "wer": False, "runaway": False}
+    higher_is_better = {
+        "cer": False, "cer_clipped": False, "wer": False, "runaway": False, "failed_to_speak": False,
+        "char_sub": False, "char_del": False, "char_ins": False, "char_ref_len": True,
+        "word_sub": False, "word_del": False, "word_ins": False, "word_ref_len": True,
+    }
+    # Per-utterance counts: the core sums them (`char_sub/sum`) instead of taking percentiles.
+    counts = ("char_sub", "char_del", "char_ins", "char_ref_len", "word_sub", "word_del", "word_ins", "word_ref_len")
+    # Corpus-level rates the core computes as sum(edits) / sum(reference length).
+    corpus = {
+        "cer": (("char_sub", "char_del", "char_ins"), "char_ref_len"),
+        "wer": (("word_sub", "word_del", "word_ins"), "word_ref_len"),
+    }
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         return [self._one(item) for item in items]
@@ -42,18 +62,46 @@ class Intelligibility:
         ref_c, hyp_c = cer_form(ref, item.language), cer_form(hyp, item.language)
         if not ref_c:
             return Score(dict.fromkeys(self.higher_is_better, math.nan), "reference text is empty after normalization")
-        cer = error_rate(ref_c, hyp_c, chars=True)
-        wer = error_rate(ref, hyp, chars=False)
-        return Score({
+        chars = edits(ref_c, hyp_c, chars=True)
+        words = edits(ref, hyp, chars=False)
+        cer = (chars["sub"] + chars["del"] + chars["ins"]) / chars["ref_len"]
+        wer = (words["sub"] + words["del"] + words["ins"]) / words["ref_len"]
+        values = {
             "cer": cer,
             "cer_clipped": min(cer, 1.0),
             "wer": wer,
             "runaway": float(len(hyp_c) > 2 * len(ref_c)),
-        })
+            "failed_to_speak": float(cer > FAILED_TO_SPEAK_CER),
+            **{f"char_{k}": float(v) for k, v in chars.items() if k != "alignment"},
+            **{f"word_{k}": float(v) for k, v in words.items() if k != "alignment"},
+        }
+        return Score(values, texts={"cer_alignment": chars["alignment"]})
 
 
-def error_rate(reference: str, hypothesis: str, *, chars: bool) -> float:
-    """jiwer's CER/WER, defined for an empty hypothesis (every reference unit deleted)."""
-    if not hypothesis.strip():
-        return 1.0
-    return float(jiwer.cer(reference, hypothesis) if chars else jiwer.wer(reference, hypothesis))
+def edits(reference: str, hypothesis: str, *, chars: bool) -> dict:
+    """Substitutions, deletions, insertions, reference length and an inline alignment (jiwer)."""
+    ref_units = list(reference) if chars else reference.split()
+    if not hypothesis.strip():  # jiwer refuses an empty hypothesis; every unit is deleted
+        joiner = "" if chars else " "
+        return {"sub": 0, "del": len(ref_units), "ins": 0, "ref_len": len(ref_units),
+                "alignment": joiner.join(f"[-{u}]" for u in ref_units)}
+    out = jiwer.process_characters(reference, hypothesis) if chars else jiwer.process_words(reference, hypothesis)
+    ref_seq = out.references[0]
+    hyp_seq = out.hypotheses[0]
+    return {"sub": out.substitutions, "del": out.deletions, "ins": out.insertions, "ref_len": len(ref_seq),
+            "alignment": _inline(out.alignments[0], ref_seq, hyp_seq, "" if chars else " ")}
+
+
+def _inline(chunks, ref: list[str], hyp: list[str], joiner: str) -> str:
+    parts = []
+    for c in chunks:
+        r, h = joiner.join(ref[c.ref_start_idx:c.ref_end_idx]), joiner.join(hyp[c.hyp_start_idx:c.hyp_end_idx])
+        if c.type == "equal":
+            parts.append(r)
+        elif c.type == "substitute":
+            parts.append(f"[{r}→{h}]")
+        elif c.type == "delete":
+            parts.append(f"[-{r}]")
+        else:
+            parts.append(f"[+{h}]")
+    return joiner.join(parts)

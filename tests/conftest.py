@@ -16,8 +16,21 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """A fresh evalkit cache per session: cached transcripts from earlier sessions prove nothing."""
+    path = tmp_path_factory.mktemp("evalkit-cache")
+    old = os.environ.get("EVALKIT_CACHE")
+    os.environ["EVALKIT_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("EVALKIT_CACHE", None)
+    else:
+        os.environ["EVALKIT_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
-def asr():
+def asr(private_cache):
     """Whisper base (faster-whisper, bundled weights), loaded once for the whole session."""
     from evalkit.asr import resolve
 

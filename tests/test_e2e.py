@@ -197,3 +197,21 @@ def test_listing_commands():
     assert proc.returncode == 0 and "espeak" in proc.stdout and "piper" in proc.stdout
     for cmd in (["--help"], ["run", "--help"], ["suites", "--help"], ["adapters", "--help"], ["sync", "--help"]):
         assert run_cli(*cmd).returncode == 0, cmd
+
+
+def test_second_run_reuses_cached_transcripts(tmp_path, sqlite_uri, capsys, asr, monkeypatch):
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))  # empty: other tests' clips don't count
+    summaries = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "3",
+                                         "--out", str(out), "--tracking-uri", sqlite_uri,
+                                         "--metrics", "intelligibility")
+        assert code == 0, stderr
+        summaries.append(json.loads((out / "summary.json").read_text()))
+    first, second = summaries
+    assert first["cache"] == {"transcripts_cached": 0, "transcripts_computed": 3}
+    assert second["cache"] == {"transcripts_cached": 3, "transcripts_computed": 0}
+    assert second["aggregates"]["cer/mean"] == first["aggregates"]["cer/mean"]
+    rows = [json.loads(line) for line in (tmp_path / "second" / "utterances.jsonl").read_text().splitlines()]
+    assert all(r["transcript"] and r["cer_alignment"] is not None for r in rows)

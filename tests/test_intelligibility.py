@@ -69,3 +69,46 @@ def test_runaway_transcript_flagged_and_clipped():
 def test_missing_transcript_is_nan_with_note():
     s = score("hello", None, "en")
     assert math.isnan(s.values["cer"]) and s.note
+
+
+def test_edit_counts_and_inline_alignment():
+    s = score("국물이 너무 짜요", "국물이 너무 자요요", "ko")
+    assert (s.values["char_sub"], s.values["char_del"], s.values["char_ins"]) == (1, 0, 1)
+    assert s.values["char_ref_len"] == 7
+    assert _sides(s.texts["cer_alignment"]) == ("국물이너무짜요", "국물이너무자요요")
+    assert score("가나다", "가다", "ko").texts["cer_alignment"] == "가[-나]다"
+    assert score("가나다", "가마다", "ko").texts["cer_alignment"] == "가[나→마]다"
+    w = score("the quick brown fox", "the quick fox", "en")
+    assert (w.values["word_sub"], w.values["word_del"], w.values["word_ins"]) == (0, 1, 0)
+    assert score("안녕", "", "ko").texts["cer_alignment"] == "[-안][-녕]"
+
+
+def _sides(inline: str) -> tuple[str, str]:
+    """Undo the inline alignment: (reference, hypothesis)."""
+    import re
+
+    ref = re.sub(r"\[\+[^\]]*\]", "", inline)
+    ref = re.sub(r"\[-([^\]]*)\]", r"\1", ref)
+    ref = re.sub(r"\[([^\]→]*)→[^\]]*\]", r"\1", ref)
+    hyp = re.sub(r"\[-[^\]]*\]", "", inline)
+    hyp = re.sub(r"\[\+([^\]]*)\]", r"\1", hyp)
+    hyp = re.sub(r"\[[^\]→]*→([^\]]*)\]", r"\1", hyp)
+    return ref, hyp
+
+
+def test_failed_to_speak_threshold():
+    assert score("오늘은 날씨가 좋네요", "오늘", "ko").values["failed_to_speak"] == 1.0
+    assert score("오늘은 날씨가 좋네요", "오늘은 날씨가 좋아요", "ko").values["failed_to_speak"] == 0.0
+
+
+def test_corpus_cer_weights_by_length():
+    from evalkit.pipeline import aggregate
+    from evalkit.types import Row
+
+    long_ok = score("가" * 9 + "나", "가" * 9 + "나", "ko")  # 0 edits / 10
+    short_bad = score("다라", "마라", "ko")  # 1 edit / 2
+    rows = [Row("a", "x", (), long_ok.values), Row("b", "y", (), short_bad.values)]
+    agg = aggregate(rows, [Intelligibility()])
+    assert agg["cer/mean"] == pytest.approx(0.25)
+    assert agg["cer/corpus"] == pytest.approx(1 / 12)
+    assert agg["failed_to_speak/mean"] == pytest.approx(0.0)

@@ -30,7 +30,7 @@ class Flaky:
 def test_failures_are_isolated(tmp_path, espeak_en, asr):
     texts = ["Good morning.", "Explode here.", "Give me NaN.", "See you tomorrow."]
     suite = Suite("t", "1", "en", "test", tuple(Utterance(f"u{i}", t) for i, t in enumerate(texts)), "d", "mem")
-    rows = pipeline.evaluate(suite, Flaky(espeak_en), asr, [Intelligibility()], tmp_path)
+    rows = pipeline.evaluate(suite, Flaky(espeak_en), asr, [Intelligibility()], tmp_path).rows
     by_id = {r.utterance_id: r for r in rows}
     assert [r.utterance_id for r in rows] == ["u0", "u1", "u2", "u3"]
     assert "model crashed" in by_id["u1"].failure
