@@ -62,6 +62,9 @@ def run(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder; default: ./evalkit-runs/<time>-<suite>."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N utterances."),
     tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable)."),
+    reference_run: Optional[str] = typer.Option(
+        None, help="Reference audio for reference-based metrics: a run folder, a folder of <id>.wav, "
+                   "or an MLflow run id; default: the suite's own references."),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run."""
     from .runner import RunConfig, run as run_eval
@@ -70,7 +73,7 @@ def run(
         suite=suite, model=model, adapter=adapter, asr=asr,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
-        experiment=experiment, tags=_parse_tags(tag),
+        experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run,
     )
     columns = (TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())

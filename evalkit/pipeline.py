@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -46,13 +46,20 @@ class _State:
     texts: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
-    _resampled: dict[int, Audio] = field(default_factory=dict)
+    reference: Audio | None = None
+    _resampled: dict[tuple[str, int], Audio] = field(default_factory=dict)
 
     def audio_at(self, sample_rate: int) -> Audio:
         """The clip at `sample_rate`, resampled at most once per rate."""
-        if sample_rate not in self._resampled:
-            self._resampled[sample_rate] = audio_mod.resample(self.audio, sample_rate)
-        return self._resampled[sample_rate]
+        return self._at("audio", self.audio, sample_rate)
+
+    def reference_at(self, sample_rate: int) -> Audio | None:
+        return None if self.reference is None else self._at("reference", self.reference, sample_rate)
+
+    def _at(self, which: str, audio: Audio, sample_rate: int) -> Audio:
+        if (which, sample_rate) not in self._resampled:
+            self._resampled[(which, sample_rate)] = audio_mod.resample(audio, sample_rate)
+        return self._resampled[(which, sample_rate)]
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ class Evaluation:
 
 
 def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics: Sequence[Metric],
-             out_dir: Path, progress: Progress | None = None) -> Evaluation:
+             out_dir: Path, progress: Progress | None = None,
+             references: Mapping[str, Path] | None = None) -> Evaluation:
     progress = progress or Progress()
     states = [_State(u) for u in suite.utterances]
     audio_dir = out_dir / "audio"
@@ -71,6 +79,8 @@ def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics:
 
     synthesize(states, adapter, suite.language, audio_dir, progress)
     alive = [s for s in states if s.failure is None]
+    if references and any(m.needs_reference for m in metrics):
+        load_references(alive, references)
     cached = 0
     if asr is not None and any(m.needs_transcript for m in metrics):
         cached = transcribe(alive, asr, suite.language, progress)
@@ -154,8 +164,33 @@ def _accept_transcript(s: _State, transcript: Transcript, language: str) -> None
     s.texts["transcript_norm"] = textnorm.normalize(transcript.text, language)
 
 
+def load_references(states: list[_State], references: Mapping[str, Path]) -> None:
+    for s in states:
+        path = references.get(s.utterance.id)
+        if path is None:
+            continue
+        try:
+            ref = audio_mod.read_wav(path)
+        except Exception as exc:  # one unreadable reference costs one utterance its reference metrics
+            s.notes.append(f"reference unreadable: {_one_line(exc)}")
+            continue
+        failure, _ = audio_mod.check(ref)
+        if failure:
+            s.notes.append(f"reference unusable: {failure}")
+        else:
+            s.reference = ref
+
+
 def score(states: list[_State], metric: Metric, language: str, progress: Progress) -> None:
     progress.start(metric.name, len(states))
+    if metric.needs_reference:
+        # Skipped with a recorded reason, not handed to the metric: it never sees a missing reference.
+        for s in states:
+            if s.reference is None:
+                s.values.update(dict.fromkeys(metric.higher_is_better, math.nan))
+                s.notes.append(f"{metric.name}: no reference audio")
+        progress.advance(sum(s.reference is None for s in states))
+        states = [s for s in states if s.reference is not None]
     for batch in _chunks(states, METRIC_BATCH):
         items = [ScoringItem(
             utterance=s.utterance,
@@ -164,6 +199,7 @@ def score(states: list[_State], metric: Metric, language: str, progress: Progres
             transcript=s.transcript,
             reference_text_norm=s.texts.get("text_norm"),
             transcript_norm=s.texts.get("transcript_norm"),
+            reference_audio=s.reference_at(metric.sample_rate),
         ) for s in batch]
         for s, outcome in zip(batch, _isolated(_one_each(metric.score), items)):
             if isinstance(outcome, BaseException):

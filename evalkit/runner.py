@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
-from . import __version__, adapters, asr as asr_mod, pipeline, plugins, record, textnorm, tracking
+from . import __version__, adapters, asr as asr_mod, pipeline, plugins, record, references, textnorm, tracking
 from . import suite as suite_mod
 from .errors import EvalkitError
 from .protocols import Metric
@@ -29,6 +29,7 @@ class RunConfig:
     tracking_uri: str | None = None  # None: the embedded sqlite store under ./evalkit-runs
     experiment: str | None = None  # None: "evalkit-<suite name>"
     tags: Mapping[str, str] = field(default_factory=dict)
+    reference_run: str | None = None  # a run folder, wav folder or MLflow run id; None: the suite's refs
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
-def load_metrics(names: tuple[str, ...] | None) -> list[Metric]:
+def load_metrics(names: tuple[str, ...] | None, have_references: bool) -> list[Metric]:
+    """The named metrics, or by default every installed one whose inputs this run has."""
     if names is None:
         found = [plugins.load_target(t)() for t, _ in plugins.registered(plugins.METRICS).values()]
-        return [m for m in found if not m.needs_reference]
+        return [m for m in found if have_references or not m.needs_reference]
     return [plugins.load(plugins.METRICS, n)() for n in names]
 
 
@@ -63,9 +65,11 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     if config.limit is not None and config.limit < 1:
         raise EvalkitError("--limit must be at least 1")
     suite = suite_mod.load(config.suite).limited(config.limit)
-    metrics = load_metrics(config.metrics)
-    device = resolve_device(config.device)
     uri = config.tracking_uri or tracking.default_uri()
+    refs = (references.resolve(config.reference_run, suite, uri) if config.reference_run
+            else references.from_suite(suite))
+    metrics = load_metrics(config.metrics, refs is not None)
+    device = resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
     tracking_problem = _preflight(uri)
 
@@ -75,7 +79,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     try:
         _prepare_out(out_dir)
         asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
-        evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress)
+        evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress,
+                                       refs.paths if refs else None)
         rows = evaluation.rows
         model_info = dict(adapter.describe())
     finally:
@@ -84,7 +89,7 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
 
     asr_info = dict(asr.describe()) if asr is not None else {}
     summary = _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows,
-                       started, finished, uri, experiment)
+                       started, finished, uri, experiment, refs)
     summary["cache"] = {"transcripts_cached": evaluation.transcripts_cached,
                         "transcripts_computed": evaluation.transcripts_computed}
     record.write(out_dir, summary, rows)
@@ -121,7 +126,7 @@ def _prepare_out(out_dir: Path) -> None:
 
 
 def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows, started, finished,
-             uri, experiment) -> dict:
+             uri, experiment, refs) -> dict:
     run_id = uuid.uuid4().hex
     metric_info = {m.name: {"version": m.version, "sample_rate": m.sample_rate,
                             "higher_is_better": dict(m.higher_is_better)} for m in metrics}
@@ -137,6 +142,7 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "metrics": ",".join(metric_info),
         "device": device,
         "textnorm_version": textnorm.VERSION,
+        "reference": refs.source if refs else "none",
         **{f"metric.{n}.version": i["version"] for n, i in metric_info.items()},
     }
     tags = {
@@ -153,6 +159,8 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "evalkit.asr_model_sha256": asr_info.get("model_sha256", ""),
         "evalkit.asr_settings_digest": asr_info.get("settings_digest", ""),
         "evalkit.textnorm_version": textnorm.VERSION,
+        "evalkit.reference": refs.source if refs else "none",
+        "evalkit.reference_digest": refs.digest if refs else "",
         **dict(config.tags),
     }
     return {

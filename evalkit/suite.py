@@ -13,7 +13,7 @@ and a JSONL file with one utterance per line:
     {"id": "ko-base-001", "text": "...", "tags": ["liaison"], "speaker": "f1", "reference": "refs/ko-base-001.wav"}
 
 `id` and `text` are required; `tags`, `speaker` and `reference` (a wav path relative to the
-folder) are optional. The digest covers the name, the language, every utterance's id, text and
+folder) are optional; without `reference`, a file refs/<id>.wav is the utterance's reference. The digest covers the name, the language, every utterance's id, text and
 speaker and the bytes of every reference file: it changes whenever anything that affects a
 score changes, and not when tags or the description are edited.
 """
@@ -124,6 +124,8 @@ def _read_utterances(path: Path, folder: Path) -> list[Utterance]:
             ref_path = (folder / str(reference)).resolve()
             if not ref_path.is_file():
                 raise EvalkitError(f"{where}: reference audio {reference!r} not found")
+        elif (folder / "refs" / f"{uid}.wav").is_file():
+            ref_path = (folder / "refs" / f"{uid}.wav").resolve()
         speaker = obj.get("speaker")
         out.append(Utterance(
             id=uid,

@@ -50,3 +50,90 @@ class DNSMOS:
                 "dnsmos_p808": float(r["p808_mos"]),
             }))
         return out
+
+
+# Intrusive measures compare sample against sample: they are only meaningful when the output is
+# time-aligned with its reference (the same model re-run, a vocoder resynthesis, a codec), never
+# between two TTS renderings with their own timing. Beyond this duration mismatch they are NaN.
+MAX_DURATION_MISMATCH = 0.05
+
+
+def _aligned_pair(item: ScoringItem, metric: str) -> tuple[np.ndarray, np.ndarray] | str:
+    """(reference, output) cut to a common length, or the reason they cannot be compared."""
+    if item.reference_audio is None:
+        return f"{metric}: no reference audio"
+    ref, out = item.reference_audio.samples, item.audio.samples
+    if min(len(ref), len(out)) < MIN_SECONDS * item.audio.sample_rate:
+        return f"{metric}: clip shorter than {MIN_SECONDS} s"
+    mismatch = abs(len(out) - len(ref)) / len(ref)
+    if mismatch > MAX_DURATION_MISMATCH:
+        return f"{metric}: output and reference durations differ by {mismatch:.0%}: not time-aligned"
+    n = min(len(ref), len(out))
+    return ref[:n].astype(np.float64), out[:n].astype(np.float64)
+
+
+class PESQ:
+    """Wideband PESQ (ITU-T P.862.2) of the output against a time-aligned reference.
+
+    Metric card
+    - pesq_wb: MOS-LQO, about 1.0-4.64; `pesq.pesq(16000, ref, out, "wb")` exactly, on both
+      signals cut to the shorter length.
+    Applies only when the output is time-aligned with the reference (durations within 5%):
+    otherwise NaN with a note, since PESQ's own delay compensation cannot undo a different
+    speaking rhythm. Silence or no detectable speech: NaN with the library's reason, never 0.
+    Direction: higher is better. Needs: reference audio. Known answers: identical clip -> 4.644;
+    white noise at 20 dB SNR scores above the same at 5 dB SNR.
+    """
+
+    name = "pesq"
+    version = "1"
+    sample_rate = 16000
+    needs_transcript = False
+    needs_reference = True
+    higher_is_better = {"pesq_wb": True}
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        from pesq import PesqError, pesq
+
+        out = []
+        for item in items:
+            pair = _aligned_pair(item, "pesq")
+            if isinstance(pair, str):
+                out.append(Score({"pesq_wb": math.nan}, pair))
+                continue
+            try:
+                out.append(Score({"pesq_wb": float(pesq(self.sample_rate, pair[0], pair[1], "wb"))}))
+            except (PesqError, ValueError) as exc:  # silence surfaces as ValueError from the C layer
+                out.append(Score({"pesq_wb": math.nan}, f"pesq: {type(exc).__name__}: {str(exc)[:80]}"))
+        return out
+
+
+class STOI:
+    """Short-time objective intelligibility of the output against a time-aligned reference.
+
+    Metric card
+    - stoi: 0-1 (classic STOI, Taal et al. 2011), exactly `pystoi.stoi(ref, out, 16000)` on
+      both signals cut to the shorter length; pystoi resamples to 10 kHz internally.
+    Applies only to time-aligned pairs (durations within 5%), as PESQ.
+    Direction: higher is better. Needs: reference audio. Known answers: identical clip -> 1.0;
+    noise at 5 dB SNR scores below noise at 20 dB SNR.
+    """
+
+    name = "stoi"
+    version = "1"
+    sample_rate = 16000
+    needs_transcript = False
+    needs_reference = True
+    higher_is_better = {"stoi": True}
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        from pystoi import stoi
+
+        out = []
+        for item in items:
+            pair = _aligned_pair(item, "stoi")
+            if isinstance(pair, str):
+                out.append(Score({"stoi": math.nan}, pair))
+            else:
+                out.append(Score({"stoi": float(stoi(pair[0], pair[1], self.sample_rate, extended=False))}))
+        return out

@@ -215,3 +215,34 @@ def test_second_run_reuses_cached_transcripts(tmp_path, sqlite_uri, capsys, asr,
     assert second["aggregates"]["cer/mean"] == first["aggregates"]["cer/mean"]
     rows = [json.loads(line) for line in (tmp_path / "second" / "utterances.jsonl").read_text().splitlines()]
     assert all(r["transcript"] and r["cer_alignment"] is not None for r in rows)
+
+
+def test_reference_run_measures_drift_from_a_previous_run(tmp_path, sqlite_uri, capsys, asr):
+    """The nightly pattern: the same checkpoint against its last good run scores as identical."""
+    base = tmp_path / "baseline"
+    code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "2",
+                                     "--out", str(base), "--tracking-uri", sqlite_uri, "--metrics", "intelligibility")
+    assert code == 0, stderr
+    base_run_id = json.loads((base / "summary.json").read_text())["tracking"]["run_id"]
+    for spec, name in ((str(base), "by-folder"), (base_run_id, "by-run-id")):
+        out = tmp_path / name
+        code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "2",
+                                         "--out", str(out), "--tracking-uri", sqlite_uri,
+                                         "--reference-run", spec, "--metrics", "pesq,stoi,spk_sim")
+        assert code == 0, stderr
+        summary = json.loads((out / "summary.json").read_text())
+        agg = summary["aggregates"]
+        assert agg["pesq_wb/mean"] == pytest.approx(4.644, abs=0.01)
+        assert agg["stoi/mean"] == pytest.approx(1.0, abs=1e-6)
+        assert agg["spk_sim/mean"] == pytest.approx(1.0, abs=1e-5)
+        assert summary["tags"]["evalkit.reference"].startswith("folder:" if name == "by-folder" else "mlflow:")
+
+
+def test_reference_metrics_without_references_are_skipped_with_a_reason(tmp_path, sqlite_uri, capsys, asr):
+    out = tmp_path / "norefs"
+    code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "1",
+                                     "--out", str(out), "--tracking-uri", sqlite_uri, "--metrics", "pesq")
+    assert code == 0, stderr
+    row = json.loads((out / "utterances.jsonl").read_text().splitlines()[0])
+    assert row["pesq_wb"] is None and "pesq: no reference audio" in row["notes"]
+    assert row["failure"] is None
