@@ -11,6 +11,13 @@ from .errors import EvalkitError
 from .types import Audio
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a clip carries no speech
+# A model that never stops (no end-of-speech) is a failure, not a long clip to score: nothing a
+# TTS model should say about a text takes longer than this.
+MIN_CAP_S, CAP_S_PER_CHAR = 10.0, 0.5
+
+
+def duration_cap(text: str) -> float:
+    return max(MIN_CAP_S, CAP_S_PER_CHAR * len(text))
 
 
 def read_wav(path: str | Path) -> Audio:
@@ -44,7 +51,7 @@ def resample(audio: Audio, sample_rate: int) -> Audio:
     return Audio(y.astype(np.float32), sample_rate)
 
 
-def check(audio: Audio) -> tuple[str | None, dict[str, float]]:
+def check(audio: Audio, max_seconds: float | None = None) -> tuple[str | None, dict[str, float]]:
     """(failure reason or None, per-clip facts). A failed clip is not scored."""
     x = audio.samples
     if x.ndim != 1:
@@ -52,6 +59,8 @@ def check(audio: Audio) -> tuple[str | None, dict[str, float]]:
     if x.size == 0:
         return "empty audio", {"duration_s": 0.0}
     facts = {"duration_s": float(audio.duration)}
+    if max_seconds is not None and audio.duration > max_seconds:
+        return f"audio too long: {audio.duration:.1f} s, cap {max_seconds:.1f} s for this text (a model that never stops?)", facts
     if not np.isfinite(x).all():
         return f"audio has {int((~np.isfinite(x)).sum())} NaN/inf samples", facts
     peak = float(np.abs(x).max())
@@ -59,4 +68,17 @@ def check(audio: Audio) -> tuple[str | None, dict[str, float]]:
     facts["clip_ratio"] = float(np.mean(np.abs(x) >= 0.999))
     if peak < SILENCE_PEAK:
         return "silent audio (peak below -80 dBFS)", facts
+    facts["lead_silence_s"], facts["trail_silence_s"] = edge_silence(audio)
     return None, facts
+
+
+def edge_silence(audio: Audio, top_db: float = 40.0, frame_s: float = 0.01) -> tuple[float, float]:
+    """Seconds of leading and trailing silence: 10 ms frames more than `top_db` below the
+    loudest frame (librosa.effects.trim's rule, on non-overlapping frames)."""
+    n = max(1, int(audio.sample_rate * frame_s))
+    frames = len(audio.samples) // n
+    if frames == 0:
+        return 0.0, 0.0
+    rms = np.sqrt(np.mean(audio.samples[:frames * n].astype(np.float64).reshape(frames, n) ** 2, axis=1))
+    loud = np.flatnonzero(rms > rms.max() * 10 ** (-top_db / 20))
+    return float(loud[0] * frame_s), float((frames - 1 - loud[-1]) * frame_s + (len(audio.samples) - frames * n) / audio.sample_rate)

@@ -147,8 +147,16 @@ def suites_show(name: str = typer.Argument(..., help="Suite name or folder.")) -
 
 @app.command()
 def adapters() -> None:
-    """List installed TTS adapters (entry point group evalkit.adapters)."""
-    _list_group(plugins.ADAPTERS)
+    """List installed TTS adapters (entry point group evalkit.adapters), in resolution order."""
+    from .adapters import DEFAULT_PRIORITY, ordered
+
+    table = Table()
+    for col in ("priority", "name", "package", "loads"):
+        table.add_column(col)
+    for name, cls, dist in ordered():
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        table.add_row(str(getattr(cls, "priority", DEFAULT_PRIORITY)), name, dist, doc[0] if doc else "")
+    out.print(table)
 
 
 @app.command()
@@ -165,12 +173,18 @@ def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upl
     out.print(f"MLflow run {run_id} at {uri}")
 
 
-def _list_group(group: str) -> None:
+@app.command("metrics")
+def metrics_cmd() -> None:
+    """List installed metrics (entry point group evalkit.metrics): values, needs, direction."""
     table = Table()
-    for col in ("name", "target", "package"):
+    for col in ("name", "values", "needs", "rate (Hz)", "version", "package"):
         table.add_column(col)
-    for name, (target, dist) in plugins.registered(group).items():
-        table.add_row(name, target, dist)
+    for name, (target, dist) in plugins.registered(plugins.METRICS).items():
+        cls = plugins.load_target(target)
+        needs = [n for n, flag in (("transcript", cls.needs_transcript), ("reference", cls.needs_reference)) if flag]
+        shown = [k for k in cls.higher_is_better if k not in getattr(cls, "counts", ())]
+        arrows = ", ".join(f"{k} {'↑' if cls.higher_is_better[k] else '↓'}" for k in shown)
+        table.add_row(name, arrows, ", ".join(needs) or "audio", str(cls.sample_rate), cls.version, dist)
     out.print(table)
 
 

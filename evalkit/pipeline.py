@@ -115,7 +115,7 @@ def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_d
 
 
 def _accept_audio(s: _State, clip: Audio, seconds: float, audio_dir: Path) -> None:
-    failure, facts = audio_mod.check(clip)
+    failure, facts = audio_mod.check(clip, audio_mod.duration_cap(s.utterance.text))
     s.values.update(facts)
     s.values["synth_seconds"] = seconds
     if failure:

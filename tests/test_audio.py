@@ -16,6 +16,9 @@ def test_checks_known_answers():
     tone = (0.5 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
     failure, facts = audio.check(Audio(tone, sr))
     assert failure is None and facts["duration_s"] == 1.0 and facts["clip_ratio"] == 0.0
+    failure, _ = audio.check(Audio(np.tile(tone, 30), sr), audio.duration_cap("Hello."))
+    assert failure.startswith("audio too long")
+    assert audio.check(Audio(np.tile(tone, 9), sr), audio.duration_cap("Hello."))[0] is None
     clipped = np.clip(tone * 4, -1, 1)
     assert audio.check(Audio(clipped, sr))[1]["clip_ratio"] > 0.5
 
@@ -45,3 +48,12 @@ def test_unreadable_file(tmp_path):
     bad.write_bytes(b"not audio at all")
     with pytest.raises(EvalkitError, match="not a readable audio file"):
         audio.read_wav(bad)
+
+
+def test_edge_silence_known_answer():
+    sr = 16000
+    tone = (0.5 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    padded = np.concatenate([np.zeros(sr // 4, np.float32), tone, np.zeros(sr // 2, np.float32)])
+    lead, trail = audio.edge_silence(Audio(padded, sr))
+    assert lead == pytest.approx(0.25, abs=0.011) and trail == pytest.approx(0.5, abs=0.011)
+    assert audio.edge_silence(Audio(tone, sr)) == (0.0, 0.0)

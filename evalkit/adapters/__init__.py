@@ -1,8 +1,16 @@
 """Adapter resolution: which installed adapter loads MODEL.
 
-Order: `--adapter NAME|pkg.mod:Name` if given; otherwise every registered adapter (entry point
-group `evalkit.adapters`) is asked `claims(MODEL)` and the first that claims it wins. Built-in
-claims: `espeak:VOICE` (espeak), `piper:NAME` or `*.onnx` (piper).
+With `--adapter NAME|pkg.mod:Name`, that adapter gets MODEL. Otherwise every registered adapter
+(entry point group `evalkit.adapters`) is asked `claims(MODEL)` in order of its `priority`
+(lower first; adapters without one count as 50), and the first that claims it wins:
+
+    10 torch        a .pt/.pth/.ckpt checkpoint that names its adapter (key `evalkit` or sidecar yaml)
+    20 torchscript  a TorchScript archive
+    30 piper        piper:NAME or a Piper .onnx voice
+    40 espeak       espeak:VOICE
+    41 cmd          cmd:TEMPLATE
+    42 http         http(s)://... (OpenAI-compatible /v1/audio/speech)
+    90 wavdir       a folder of <utterance id>.wav
 """
 
 from __future__ import annotations
@@ -13,17 +21,26 @@ from .. import plugins
 from ..errors import EvalkitError
 from ..protocols import TTSAdapter
 
+DEFAULT_PRIORITY = 50
+
+
+def ordered() -> list[tuple[str, type, str]]:
+    """(name, class, distribution) of every installed adapter, in resolution order."""
+    found = [(name, plugins.load_target(target), dist)
+             for name, (target, dist) in plugins.registered(plugins.ADAPTERS).items()]
+    return sorted(found, key=lambda t: (getattr(t[1], "priority", DEFAULT_PRIORITY), t[0]))
+
 
 def resolve(model: str, adapter: str | None = None, device: str = "cpu") -> TTSAdapter:
     if adapter:
         cls = plugins.load(plugins.ADAPTERS, adapter)
         return cls(model, device)
     tried = []
-    for name, (target, _dist) in plugins.registered(plugins.ADAPTERS).items():
-        cls = plugins.load_target(target)
+    for name, cls, _dist in ordered():
         if cls.claims(model):
             return cls(model, device)
         tried.append(name)
     if ":" not in model and not Path(model).exists():
         raise EvalkitError(f"model not found: {model} (no such file, and no adapter claims it; tried {', '.join(tried)})")
-    raise EvalkitError(f"no adapter loads {model!r} (tried {', '.join(tried)}); pass --adapter NAME|pkg.mod:Name")
+    raise EvalkitError(f"no adapter loads {model!r} (tried, in order: {', '.join(tried)}); "
+                       "pass --adapter NAME|pkg.mod:Name")

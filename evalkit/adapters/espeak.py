@@ -25,6 +25,7 @@ class EspeakAdapter:
     name = "espeak"
     version = "1"
     batch_size = 1
+    priority = 40
 
     @classmethod
     def claims(cls, model: str) -> bool:

@@ -33,6 +33,7 @@ class PiperAdapter:
     name = "piper"
     version = "1"
     batch_size = 1
+    priority = 30
 
     @classmethod
     def claims(cls, model: str) -> bool:
