@@ -1,14 +1,19 @@
 """One evaluation: synthesize -> check -> transcribe once -> score -> aggregate.
 
-Every stage is a function of its inputs (no global state), so later executors can run them
-in parallel or on other machines. A failure inside a stage becomes a recorded failure of that
-utterance, never a lost run: batches that raise are retried one utterance at a time.
+Utterances stream through in chunks: each chunk is synthesized (the next chunk's synthesis
+overlaps this chunk's scoring on a worker thread), transcribed, scored by every metric, and
+handed to `on_rows` as finished rows, so a crash loses at most the chunk in flight. Every
+stage is a function of its inputs (no global state). A failure inside a stage becomes a
+recorded failure of that utterance, never a lost run: batches that raise are retried one
+utterance at a time. Transcripts and metric values are cached by content, so re-scoring
+recomputes only what changed.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
@@ -24,6 +29,7 @@ from .types import Audio, Row, Score, ScoringItem, Suite, SynthesisRequest, Tran
 ASR_SAMPLE_RATE = 16000
 ASR_BATCH = 8
 METRIC_BATCH = 16
+CHUNK = 8  # utterances in flight: what a crash can cost
 
 
 class Progress:
@@ -36,7 +42,7 @@ class Progress:
 
 @dataclass
 class _State:
-    """Mutable per-utterance working state; frozen into a Row at the end."""
+    """Mutable per-utterance working state; frozen into a Row when its chunk is done."""
 
     utterance: Utterance
     audio: Audio | None = None
@@ -48,6 +54,7 @@ class _State:
     notes: list[str] = field(default_factory=list)
     reference: Audio | None = None
     _resampled: dict[tuple[str, int], Audio] = field(default_factory=dict)
+    _digests: dict[str, str] = field(default_factory=dict)
 
     def audio_at(self, sample_rate: int) -> Audio:
         """The clip at `sample_rate`, resampled at most once per rate."""
@@ -61,39 +68,81 @@ class _State:
             self._resampled[(which, sample_rate)] = audio_mod.resample(audio, sample_rate)
         return self._resampled[(which, sample_rate)]
 
+    def digest(self, which: str) -> str:
+        """Content hash of the clip or its reference (native rate), computed once."""
+        if which not in self._digests:
+            clip = self.audio if which == "audio" else self.reference
+            self._digests[which] = cache_mod.audio_digest(clip) if clip is not None else ""
+        return self._digests[which]
+
+    def row(self) -> Row:
+        return Row(self.utterance.id, self.utterance.text, self.utterance.tags, dict(self.values),
+                   dict(self.texts), self.audio_path, self.failure, tuple(self.notes))
+
+
+@dataclass
+class Counts:
+    """What came from the caches and what was computed, for the run summary."""
+
+    transcripts_cached: int = 0
+    transcripts_computed: int = 0
+    scores_cached: int = 0
+    scores_computed: int = 0
+
 
 @dataclass(frozen=True)
 class Evaluation:
     rows: list[Row]
-    transcripts_cached: int  # transcripts taken from the cache instead of the ASR model
-    transcripts_computed: int
+    counts: Counts
+
+    @property
+    def transcripts_cached(self) -> int:
+        return self.counts.transcripts_cached
+
+    @property
+    def transcripts_computed(self) -> int:
+        return self.counts.transcripts_computed
 
 
 def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics: Sequence[Metric],
              out_dir: Path, progress: Progress | None = None,
-             references: Mapping[str, Path] | None = None) -> Evaluation:
+             references: Mapping[str, Path] | None = None,
+             on_rows: Callable[[list[Row]], None] | None = None,
+             skip: frozenset[str] = frozenset()) -> Evaluation:
+    """Evaluate every utterance of `suite` not in `skip`; finished rows go to `on_rows` chunk by chunk."""
     progress = progress or Progress()
-    states = [_State(u) for u in suite.utterances]
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
+    states = [_State(u) for u in suite.utterances if u.id not in skip]
+    chunks = list(_chunks(states, CHUNK))
+    counts = Counts()
+    rows: list[Row] = []
+    needs_transcript = asr is not None and any(m.needs_transcript for m in metrics)
+    progress.start("evaluate", len(states))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-synth") as pool:
+        ahead = pool.submit(synthesize, chunks[0], adapter, suite.language, audio_dir) if chunks else None
+        for i, chunk in enumerate(chunks):
+            ahead.result()
+            if i + 1 < len(chunks):  # the next chunk synthesizes while this one is scored
+                ahead = pool.submit(synthesize, chunks[i + 1], adapter, suite.language, audio_dir)
+            alive = [s for s in chunk if s.failure is None]
+            if references and any(m.needs_reference for m in metrics):
+                load_references(alive, references)
+            if needs_transcript:
+                transcribe(alive, asr, suite.language, counts)
+            for metric in metrics:
+                score(alive, metric, suite.language, counts)
+            done = [s.row() for s in chunk]
+            for s in chunk:  # the clip is on disk; keep memory flat over long suites
+                s.audio, s.reference, s._resampled = None, None, {}
+            rows.extend(done)
+            if on_rows is not None:
+                on_rows(done)
+            progress.advance(len(chunk))
+    return Evaluation(rows, counts)
 
-    synthesize(states, adapter, suite.language, audio_dir, progress)
-    alive = [s for s in states if s.failure is None]
-    if references and any(m.needs_reference for m in metrics):
-        load_references(alive, references)
-    cached = 0
-    if asr is not None and any(m.needs_transcript for m in metrics):
-        cached = transcribe(alive, asr, suite.language, progress)
-    for metric in metrics:
-        score(alive, metric, suite.language, progress)
-    rows = [Row(s.utterance.id, s.utterance.text, s.utterance.tags, s.values, s.texts,
-                s.audio_path, s.failure, tuple(s.notes)) for s in states]
-    return Evaluation(rows, cached, sum(s.transcript is not None for s in alive) - cached)
 
-
-def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_dir: Path,
-               progress: Progress) -> None:
-    progress.start("synthesize", len(states))
+def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_dir: Path) -> None:
     size = max(1, int(getattr(adapter, "batch_size", 1)))
 
     def timed(reqs: list[SynthesisRequest]) -> list[tuple[Audio, float]]:
@@ -111,7 +160,6 @@ def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_d
                 s.failure = f"synthesis failed: {_one_line(outcome)}"
             else:
                 _accept_audio(s, *outcome, audio_dir)
-        progress.advance(len(batch))
 
 
 def _accept_audio(s: _State, clip: Audio, seconds: float, audio_dir: Path) -> None:
@@ -128,21 +176,16 @@ def _accept_audio(s: _State, clip: Audio, seconds: float, audio_dir: Path) -> No
     s.audio_path = str(Path("audio") / path.name)
 
 
-def transcribe(states: list[_State], asr: ASRBackend, language: str, progress: Progress) -> int:
+def transcribe(states: list[_State], asr: ASRBackend, language: str, counts: Counts) -> None:
     """Transcribe each clip once per (audio, ASR settings, language), ever: results are cached by
-    content. Returns how many came from the cache."""
-    progress.start("transcribe", len(states))
+    content (backends load their model on first use, so a fully cached run never loads it)."""
     store = cache_mod.JsonCache("transcripts")
-    settings = asr.describe().get("settings_digest") or repr(sorted(asr.describe().items()))
-    keys = {id(s): cache_mod.key(cache_mod.audio_digest(s.audio_at(ASR_SAMPLE_RATE)), settings, language)
-            for s in states}
-    todo, cached = [], 0
+    todo = []
     for s in states:
-        hit = store.get(keys[id(s)])
+        hit = store.get(_transcript_key(s, asr, language))
         if hit is not None:
             _accept_transcript(s, Transcript(hit["text"], language), language)
-            cached += 1
-            progress.advance()
+            counts.transcripts_cached += 1
         else:
             todo.append(s)
     for batch in _chunks(todo, ASR_BATCH):
@@ -151,10 +194,15 @@ def transcribe(states: list[_State], asr: ASRBackend, language: str, progress: P
             if isinstance(outcome, BaseException):
                 s.notes.append(f"asr failed: {_one_line(outcome)}")
                 continue
-            store.put(keys[id(s)], {"text": outcome.text})
+            store.put(_transcript_key(s, asr, language), {"text": outcome.text})
             _accept_transcript(s, outcome, language)
-        progress.advance(len(batch))
-    return cached
+            counts.transcripts_computed += 1
+
+
+def _transcript_key(s: _State, asr: ASRBackend, language: str) -> str:
+    info = asr.describe()
+    settings = info.get("settings_digest") or repr(sorted(info.items()))
+    return cache_mod.key("transcript", s.digest("audio"), settings, language)
 
 
 def _accept_transcript(s: _State, transcript: Transcript, language: str) -> None:
@@ -181,17 +229,26 @@ def load_references(states: list[_State], references: Mapping[str, Path]) -> Non
             s.reference = ref
 
 
-def score(states: list[_State], metric: Metric, language: str, progress: Progress) -> None:
-    progress.start(metric.name, len(states))
+def score(states: list[_State], metric: Metric, language: str, counts: Counts) -> None:
     if metric.needs_reference:
         # Skipped with a recorded reason, not handed to the metric: it never sees a missing reference.
         for s in states:
             if s.reference is None:
                 s.values.update(dict.fromkeys(metric.higher_is_better, math.nan))
                 s.notes.append(f"{metric.name}: no reference audio")
-        progress.advance(sum(s.reference is None for s in states))
         states = [s for s in states if s.reference is not None]
-    for batch in _chunks(states, METRIC_BATCH):
+    store = cache_mod.JsonCache("scores")
+    keys = {id(s): _score_key(s, metric, language) for s in states}
+    todo = []
+    for s in states:
+        hit = store.get(keys[id(s)])
+        if hit is None:
+            todo.append(s)
+            continue
+        _accept_score(s, Score({k: (math.nan if v is None else v) for k, v in hit["values"].items()},
+                               hit.get("note"), hit.get("texts", {})))
+        counts.scores_cached += 1
+    for batch in _chunks(todo, METRIC_BATCH):
         items = [ScoringItem(
             utterance=s.utterance,
             language=language,
@@ -202,14 +259,30 @@ def score(states: list[_State], metric: Metric, language: str, progress: Progres
             reference_audio=s.reference_at(metric.sample_rate),
         ) for s in batch]
         for s, outcome in zip(batch, _isolated(_one_each(metric.score), items)):
-            if isinstance(outcome, BaseException):
-                outcome = Score(dict.fromkeys(metric.higher_is_better, math.nan),
-                                f"{metric.name} failed: {_one_line(outcome)}")
-            s.values.update(outcome.values)
-            s.texts.update(outcome.texts)
-            if outcome.note:
-                s.notes.append(outcome.note)
-        progress.advance(len(batch))
+            if isinstance(outcome, BaseException):  # not cached: a crash may be transient
+                _accept_score(s, Score(dict.fromkeys(metric.higher_is_better, math.nan),
+                                       f"{metric.name} failed: {_one_line(outcome)}"))
+                continue
+            store.put(keys[id(s)], {"values": {k: (v if math.isfinite(v) else None) for k, v in outcome.values.items()},
+                                    "note": outcome.note, "texts": dict(outcome.texts)})
+            _accept_score(s, outcome)
+            counts.scores_computed += 1
+
+
+def _accept_score(s: _State, score_: Score) -> None:
+    s.values.update(score_.values)
+    s.texts.update(score_.texts)
+    if score_.note:
+        s.notes.append(score_.note)
+
+
+def _score_key(s: _State, metric: Metric, language: str) -> str:
+    """Everything a metric's value depends on: its identity, version and options, and its inputs."""
+    options = sorted((k, repr(v)) for k, v in vars(metric).items() if not k.startswith("_"))
+    texts = (s.texts.get("text_norm", ""), s.texts.get("transcript_norm", "")) if metric.needs_transcript else ("", "")
+    return cache_mod.key("score", type(metric).__module__, type(metric).__qualname__, metric.name, metric.version,
+                         repr(options), str(metric.sample_rate), language, s.digest("audio"),
+                         s.digest("reference") if metric.needs_reference else "", *texts)
 
 
 T = TypeVar("T")

@@ -35,7 +35,12 @@ class TTSAdapter(Protocol):
 
 @runtime_checkable
 class ASRBackend(Protocol):
-    """Transcribes 16 kHz mono float32 audio. Constructed as `Backend(model: str, device: str)`."""
+    """Transcribes 16 kHz mono float32 audio. Constructed as `Backend(model: str, device: str)`.
+
+    Construction must be cheap and `describe()` must work before any transcription: the model
+    itself is loaded on the first `transcribe`, so a run whose transcripts are all cached never
+    loads it.
+    """
 
     name: str
 
@@ -54,7 +59,8 @@ class Metric(Protocol):
     lists the values each Score carries, `higher_is_better` says their direction, `version` is
     bumped whenever the computation changes, so results with different versions never mix.
 
-    Optional: `counts` (keys the core sums instead of taking mean/median/p90) and `corpus`
+    Optional: `options` (a dict of the constructor settings, recorded as provenance), `counts`
+    (keys the core sums instead of taking mean/median/p90) and `corpus`
     ({rate: ((numerator keys...), denominator key)}: the core reports `rate/corpus`).
     """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import time
 import uuid
@@ -90,8 +92,7 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     asr_info = dict(asr.describe()) if asr is not None else {}
     summary = _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows,
                        started, finished, uri, experiment, refs)
-    summary["cache"] = {"transcripts_cached": evaluation.transcripts_cached,
-                        "transcripts_computed": evaluation.transcripts_computed}
+    summary["cache"] = dataclasses.asdict(evaluation.counts)
     record.write(out_dir, summary, rows)
     try:
         if tracking_problem:
@@ -129,7 +130,9 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
              uri, experiment, refs) -> dict:
     run_id = uuid.uuid4().hex
     metric_info = {m.name: {"version": m.version, "sample_rate": m.sample_rate,
-                            "higher_is_better": dict(m.higher_is_better)} for m in metrics}
+                            "options": dict(getattr(m, "options", {})),
+                            "higher_is_better": dict(m.higher_is_better),
+                            "counts": list(getattr(m, "counts", ()))} for m in metrics}
     params = {
         "suite": suite.name,
         "suite_version": suite.version,
@@ -144,6 +147,7 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "textnorm_version": textnorm.VERSION,
         "reference": refs.source if refs else "none",
         **{f"metric.{n}.version": i["version"] for n, i in metric_info.items()},
+        **{f"metric.{n}.options": json.dumps(i["options"], sort_keys=True) for n, i in metric_info.items() if i["options"]},
     }
     tags = {
         "evalkit.run_id": run_id,

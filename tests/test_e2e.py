@@ -210,8 +210,10 @@ def test_second_run_reuses_cached_transcripts(tmp_path, sqlite_uri, capsys, asr,
         assert code == 0, stderr
         summaries.append(json.loads((out / "summary.json").read_text()))
     first, second = summaries
-    assert first["cache"] == {"transcripts_cached": 0, "transcripts_computed": 3}
-    assert second["cache"] == {"transcripts_cached": 3, "transcripts_computed": 0}
+    assert first["cache"] == {"transcripts_cached": 0, "transcripts_computed": 3,
+                              "scores_cached": 0, "scores_computed": 3}
+    assert second["cache"] == {"transcripts_cached": 3, "transcripts_computed": 0,
+                               "scores_cached": 3, "scores_computed": 0}
     assert second["aggregates"]["cer/mean"] == first["aggregates"]["cer/mean"]
     rows = [json.loads(line) for line in (tmp_path / "second" / "utterances.jsonl").read_text().splitlines()]
     assert all(r["transcript"] and r["cer_alignment"] is not None for r in rows)
@@ -228,13 +230,17 @@ def test_reference_run_measures_drift_from_a_previous_run(tmp_path, sqlite_uri, 
         out = tmp_path / name
         code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "2",
                                          "--out", str(out), "--tracking-uri", sqlite_uri,
-                                         "--reference-run", spec, "--metrics", "pesq,stoi,spk_sim")
+                                         "--reference-run", spec, "--metrics", "pesq,stoi,spk_sim,mel_dtw,mcd,f0")
         assert code == 0, stderr
         summary = json.loads((out / "summary.json").read_text())
         agg = summary["aggregates"]
         assert agg["pesq_wb/mean"] == pytest.approx(4.644, abs=0.01)
         assert agg["stoi/mean"] == pytest.approx(1.0, abs=1e-6)
         assert agg["spk_sim/mean"] == pytest.approx(1.0, abs=1e-5)
+        assert agg["mel_dtw/mean"] == pytest.approx(0.0, abs=1e-6)
+        assert agg["mcd/mean"] == pytest.approx(0.0, abs=1e-6)
+        assert agg["f0_corr/mean"] == pytest.approx(1.0, abs=1e-6)
+        assert agg["duration_ratio/mean"] == pytest.approx(1.0)
         assert summary["tags"]["evalkit.reference"].startswith("folder:" if name == "by-folder" else "mlflow:")
 
 

@@ -80,15 +80,21 @@ class FasterWhisperASR:
         else:
             raise EvalkitError(f"faster-whisper model {model!r} is not available offline: use 'base' (bundled) "
                                "or a CTranslate2 model folder with model.bin")
-        from faster_whisper import WhisperModel
-
         self.model_name = model
         self.folder = folder
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
-        self.model = WhisperModel(str(folder), device=device, compute_type=self.compute_type)
+        self._model = None
         digest_file = folder / "model.sha256"
         self.model_sha256 = digest_file.read_text().strip() if digest_file.is_file() else _sha256(folder / "model.bin")
+
+    @property
+    def model(self):
+        if self._model is None:  # loaded on first use: a fully cached run never pays for it
+            from faster_whisper import WhisperModel
+
+            self._model = WhisperModel(str(self.folder), device=self.device, compute_type=self.compute_type)
+        return self._model
 
     def transcribe(self, audio: Sequence[Audio], language: str) -> list[Transcript]:
         out = []
