@@ -117,7 +117,9 @@ def state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, int], dict]:
         suffix = _PARAM[param]
         if module == "self_attention/linear_0":  # q, k, v stacked along rows
             for part, chunk in zip(("query", "key", "value"), np.split(arr, 3, axis=0)):
-                if not (part == "key" and suffix == "bias"):  # openai's key has no bias (CT2's is zero)
+                # openai's key has no bias; CT2's is zero, and a key bias would shift all of a
+                # query's scores equally, which softmax ignores anyway.
+                if not (part == "key" and suffix == "bias"):
                     out[f"{prefix}attn.{part}.{suffix}"] = chunk
         elif module == "attention/linear_1":  # cross-attention k, v stacked
             for part, chunk in zip(("key", "value"), np.split(arr, 2, axis=0)):
@@ -161,7 +163,8 @@ def convert(ct2_dir: Path, out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f"{out_path.name}.tmp{os.getpid()}")
     try:
-        torch.save({"dims": dims, "model_state_dict": sd}, tmp)
+        with open(tmp, "wb") as f:  # a file object, not a path: torch names the archive after a path's stem
+            torch.save({"dims": dims, "model_state_dict": sd}, f)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)

