@@ -21,6 +21,8 @@ app = typer.Typer(help="Evaluate TTS checkpoints with robust automatic metrics, 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 suites_app = typer.Typer(help="List built-in suites, or show one.", invoke_without_command=True)
 app.add_typer(suites_app, name="suites")
+asr_app = typer.Typer(help="ASR engines and the models they can load offline.", no_args_is_help=True)
+app.add_typer(asr_app, name="asr")
 out = Console()
 err = Console(stderr=True)
 
@@ -51,8 +53,11 @@ def _parse_tags(tags: list[str]) -> dict[str, str]:
 
 @app.command()
 def run(
-    model: str = typer.Argument(..., help="What to evaluate: espeak:VOICE, piper:joe, a Piper .onnx voice, ..."),
-    suite: str = typer.Option(..., "--suite", "-s", help="Built-in suite name (see `evalkit suites`) or a suite folder."),
+    model: Optional[str] = typer.Argument(
+        None, help="What to evaluate: a checkpoint, espeak:VOICE, piper:joe, a Piper .onnx voice, cmd:..., "
+                   "http://..., a folder of wavs (see `evalkit adapters`)."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s",
+                                        help="Built-in suite name (see `evalkit suites`) or a suite folder."),
     adapter: Optional[str] = typer.Option(None, help="Adapter name or pkg.mod:Name; default: the first that claims MODEL."),
     asr: str = typer.Option("faster-whisper:base", help="ASR as ENGINE[:MODEL]."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones."),
@@ -65,9 +70,23 @@ def run(
     reference_run: Optional[str] = typer.Option(
         None, help="Reference audio for reference-based metrics: a run folder, a folder of <id>.wav, "
                    "or an MLflow run id; default: the suite's own references."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Finish the unfinished run in this folder, with the configuration it started with."),
 ) -> None:
-    """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run."""
-    from .runner import RunConfig, run as run_eval
+    """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
+
+    Re-running the same command with the same --out resumes an interrupted run."""
+    from .runner import RunConfig, resume as resume_eval, run as run_eval
+
+    if resume is not None:
+        if model or suite:
+            raise EvalkitError("--resume takes its suite and model from the run folder: give neither")
+        with _progress() as p:
+            result = resume_eval(resume, _RichProgress(p))
+        _report(result)
+        return
+    if not model or not suite:
+        raise EvalkitError("evalkit run needs --suite NAME and a MODEL (or --resume OUT_DIR)")
 
     config = RunConfig(
         suite=suite, model=model, adapter=adapter, asr=asr,
@@ -75,10 +94,19 @@ def run(
         device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
         experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run,
     )
-    columns = (TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and not os.environ.get("EVALKIT_PROGRESS")) as p:
+    with _progress() as p:
         result = run_eval(config, _RichProgress(p))
+    _report(result)
+
+
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=err, transient=False,
+                    disable=not err.is_terminal and not os.environ.get("EVALKIT_PROGRESS"))
+
+
+def _report(result) -> None:
     _print_summary(result.summary)
     out.print(f"run folder: {result.out_dir}")
     if result.tracking_error:
@@ -171,6 +199,19 @@ def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upl
     uri = tracking_uri or t.get("uri") or tracking.default_uri()
     run_id = tracking.log_run(out_dir, uri, experiment or t.get("experiment") or f"evalkit-{summary['suite']['name']}")
     out.print(f"MLflow run {run_id} at {uri}")
+
+
+@asr_app.command("list")
+def asr_list() -> None:
+    """List ASR engines and the models each can load offline (use as --asr ENGINE:MODEL)."""
+    table = Table()
+    for col in ("engine", "model", "source", "package"):
+        table.add_column(col)
+    for name, (target, dist) in plugins.registered(plugins.ASR).items():
+        cls = plugins.load_target(target)
+        for model, source in getattr(cls, "available", lambda: [("?", "does not list its models")])():
+            table.add_row(name, model, source, dist)
+    out.print(table)
 
 
 @app.command("metrics")

@@ -5,7 +5,13 @@
     OUT/utterances.csv      the same table for spreadsheets
     OUT/audio/<id>.wav      the synthesized clips (16-bit PCM, the exact samples that were scored)
 
-Tracking (MLflow) reads only this folder, so a run whose upload failed can be sent later.
+While a run is in progress the folder holds instead:
+
+    OUT/run.json            the resolved configuration, written first (what --resume reruns)
+    OUT/progress.jsonl      finished rows, appended and synced chunk by chunk
+
+so a run killed at any moment loses at most the chunk in flight. Tracking (MLflow) reads
+only the finished folder, so a run whose upload failed can be sent later.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from .types import Row
 SUMMARY = "summary.json"
 TABLE_JSONL = "utterances.jsonl"
 TABLE_CSV = "utterances.csv"
+RUN = "run.json"
+PROGRESS = "progress.jsonl"
 
 
 def write(out_dir: Path, summary: dict, rows: Sequence[Row]) -> None:
@@ -51,6 +59,58 @@ def read(out_dir: Path) -> tuple[dict, list[dict]]:
     except (OSError, json.JSONDecodeError) as exc:
         raise EvalkitError(f"{out_dir}: not a finished evalkit run folder ({exc})") from None
     return summary, rows
+
+
+def write_run(out_dir: Path, run: dict) -> None:
+    _atomic(out_dir / RUN, json.dumps(_jsonable(run), ensure_ascii=False, indent=2) + "\n")
+
+
+def read_run(out_dir: Path) -> dict | None:
+    try:
+        return json.loads((out_dir / RUN).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvalkitError(f"{out_dir / RUN}: unreadable ({exc})") from None
+
+
+def append_rows(out_dir: Path, rows: Sequence[Row]) -> None:
+    """Append finished rows and sync them to disk before returning: they survive a kill."""
+    text = "".join(json.dumps(_jsonable(_row_dict(r)), ensure_ascii=False) + "\n" for r in rows)
+    with open(out_dir / PROGRESS, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_progress(out_dir: Path) -> list[Row]:
+    """Rows finished so far; a last line cut short by a kill is ignored (its chunk is redone)."""
+    try:
+        lines = (out_dir / PROGRESS).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        rows.append(Row(
+            utterance_id=d["utterance_id"], text=d["text"], tags=tuple(d["tags"]),
+            values={k: math.nan if v is None else v for k, v in d["values"].items()},
+            texts=d["texts"], audio_path=d["audio_path"], failure=d["failure"], notes=tuple(d["notes"]),
+        ))
+    return rows
+
+
+def finish(out_dir: Path) -> None:
+    """The final tables supersede the progress log."""
+    (out_dir / PROGRESS).unlink(missing_ok=True)
+
+
+def _row_dict(r: Row) -> dict:
+    return {"utterance_id": r.utterance_id, "text": r.text, "tags": list(r.tags), "values": dict(r.values),
+            "texts": dict(r.texts), "audio_path": r.audio_path, "failure": r.failure, "notes": list(r.notes)}
 
 
 def _atomic(path: Path, text: str) -> None:

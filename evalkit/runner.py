@@ -64,6 +64,8 @@ def load_metrics(names: tuple[str, ...] | None, have_references: bool) -> list[M
 
 
 def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResult:
+    """Evaluate, write the local record, log it. A folder holding an unfinished run of the same
+    configuration is resumed: only the utterances it lacks are evaluated."""
     if config.limit is not None and config.limit < 1:
         raise EvalkitError("--limit must be at least 1")
     suite = suite_mod.load(config.suite).limited(config.limit)
@@ -75,25 +77,49 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     experiment = config.experiment or f"evalkit-{suite.name}"
     tracking_problem = _preflight(uri)
 
-    started = time.time()
     out_dir = config.out_dir or Path("evalkit-runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{suite.name}"
+    config = dataclasses.replace(config, out_dir=out_dir)
+    previous = _resumable_rows(out_dir, config, suite)
+    started = time.time()
+    saved = [len(previous)]  # rows safely on disk, counted here: the log itself may be what failed
+
+    def save(rows: list) -> None:
+        record.append_rows(out_dir, rows)
+        saved[0] += len(rows)
+
+    asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
     adapter = adapters.resolve(config.model, config.adapter, device)
     try:
         _prepare_out(out_dir)
-        asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
+        record.write_run(out_dir, {"config": _config_dict(config), "suite_digest": suite.digest})
         evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress,
-                                       refs.paths if refs else None)
-        rows = evaluation.rows
+                                       refs.paths if refs else None,
+                                       on_rows=save,
+                                       skip=frozenset(r.utterance_id for r in previous))
         model_info = dict(adapter.describe())
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {saved[0]} of {len(suite.utterances)} utterances are saved in "
+                          f"{out_dir}; finish them with: evalkit run --resume {out_dir}") from None
+    except OSError as exc:
+        raise EvalkitError(f"cannot write to {out_dir} ({exc.strerror or exc}): {saved[0]} utterances "
+                           f"are saved; fix that and finish with: evalkit run --resume {out_dir}") from None
     finally:
         adapter.close()
     finished = time.time()
+    order = {u.id: i for i, u in enumerate(suite.utterances)}
+    rows = sorted([*previous, *evaluation.rows], key=lambda r: order[r.utterance_id])
 
     asr_info = dict(asr.describe()) if asr is not None else {}
     summary = _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows,
                        started, finished, uri, experiment, refs)
     summary["cache"] = dataclasses.asdict(evaluation.counts)
-    record.write(out_dir, summary, rows)
+    summary["resumed_utterances"] = len(previous)
+    try:
+        record.write(out_dir, summary, rows)
+        record.finish(out_dir)
+    except OSError as exc:
+        raise EvalkitError(f"cannot write the results to {out_dir} ({exc.strerror or exc}); every utterance "
+                           f"is saved: fix that and finish with: evalkit run --resume {out_dir}") from None
     try:
         if tracking_problem:
             raise tracking_problem
@@ -103,6 +129,51 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
         tracking_error = str(exc)
     summary, _ = record.read(out_dir)
     return RunResult(out_dir, summary, rows, tracking_error)
+
+
+def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResult:
+    """Finish the unfinished run in OUT_DIR with the configuration it was started with."""
+    saved = record.read_run(out_dir)
+    if saved is None:
+        raise EvalkitError(f"{out_dir} holds no evalkit run to resume (no {record.RUN})")
+    return run(_config_from_dict(saved["config"]), progress)
+
+
+class Interrupted(EvalkitError):
+    exit_code = 130
+
+
+def _config_dict(config: RunConfig) -> dict:
+    d = dataclasses.asdict(config)
+    d["out_dir"] = str(config.out_dir) if config.out_dir else None
+    d["metrics"] = list(config.metrics) if config.metrics is not None else None
+    d["tags"] = dict(config.tags)
+    return d
+
+
+def _config_from_dict(d: dict) -> RunConfig:
+    d = dict(d)
+    d["out_dir"] = Path(d["out_dir"]) if d.get("out_dir") else None
+    d["metrics"] = tuple(d["metrics"]) if d.get("metrics") is not None else None
+    return RunConfig(**d)
+
+
+def _resumable_rows(out_dir: Path, config: RunConfig, suite) -> list:
+    """Rows an unfinished run of this same configuration already holds in out_dir."""
+    if (out_dir / record.SUMMARY).exists():
+        raise EvalkitError(f"{out_dir} already holds a finished run; choose another --out")
+    saved = record.read_run(out_dir)
+    if saved is None:
+        return []
+    if saved.get("suite_digest") != suite.digest or _comparable(saved["config"]) != _comparable(_config_dict(config)):
+        raise EvalkitError(f"{out_dir} holds an unfinished run with another configuration; "
+                           f"resume it with: evalkit run --resume {out_dir}, or choose another --out")
+    return record.read_progress(out_dir)
+
+
+def _comparable(config: dict) -> dict:
+    # Where the run is written and where it is logged do not change its rows.
+    return {k: v for k, v in config.items() if k not in ("out_dir", "tracking_uri", "experiment", "tags")}
 
 
 def _preflight(uri: str) -> EvalkitError | None:
@@ -122,8 +193,6 @@ def _prepare_out(out_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise EvalkitError(f"output folder {out_dir} is not writable ({exc.strerror or exc})") from None
-    if (out_dir / record.SUMMARY).exists():
-        raise EvalkitError(f"{out_dir} already holds a finished run; choose another --out")
 
 
 def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows, started, finished,

@@ -21,5 +21,10 @@ fi
 # torch first and pinned: the CPU wheel; anything unpinned resolves to multi-GB CUDA builds.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "is ignored" || true
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import evalkit, evalkit_metrics, evalkit_suites, faster_whisper, piper, speechmos" \
+# openai-whisper declares triton (about 1 GB, useless on CPU): install it without its declared
+# dependencies; the ones it really uses (numba, tiktoken, more-itertools, tqdm) come with evalkit.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps openai-whisper==20250625 2>&1 | grep -v "is ignored" || true
+# The tests' tiny PyTorch TTS model, registered as an adapter plugin the way a user's would be.
+.venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e tests/plugins/tiny_tts 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import evalkit, evalkit_metrics, evalkit_suites, faster_whisper, piper, speechmos, whisper, pyworld" \
     || { echo "setup failed: evalkit does not import" >&2; exit 1; }

@@ -168,6 +168,10 @@ def test_sync_uploads_a_run_that_could_not_be_logged(tmp_path, sqlite_uri, capsy
     (["run", "--suite", "ko-base", "espeak:ko", "--limit", "0"], "--limit must be at least 1"),
     (["run", "--suite", "ko-base", "espeak:ko", "--metrics", "nope"], "unknown metric 'nope'"),
     (["suites", "show", "nope"], "unknown suite"),
+    (["run", "--suite", "ko-base", "espeak:ko", "--asr", "faster-whisper:large-v3"], "not available offline"),
+    (["run", "--suite", "ko-base", "espeak:ko", "--asr", "openai-whisper:large-v3"], "not available offline"),
+    (["run", "--suite", "ko-base", "espeak:ko", "--asr", "nemo"], "unknown asr 'nemo'"),
+    (["run", "--suite", "ko-base"], "needs --suite NAME and a MODEL"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     proc = run_cli(*args, cwd=tmp_path)
@@ -195,7 +199,13 @@ def test_listing_commands():
     assert proc.returncode == 0 and "ko-base-001" in proc.stdout and "digest:" in proc.stdout
     proc = run_cli("adapters")
     assert proc.returncode == 0 and "espeak" in proc.stdout and "piper" in proc.stdout
-    for cmd in (["--help"], ["run", "--help"], ["suites", "--help"], ["adapters", "--help"], ["sync", "--help"]):
+    assert proc.stdout.index("torch") < proc.stdout.index("piper") < proc.stdout.index("wavdir")
+    proc = run_cli("asr", "list")
+    assert proc.returncode == 0 and "faster-whisper" in proc.stdout and "openai-whisper" in proc.stdout
+    proc = run_cli("metrics")
+    assert proc.returncode == 0 and all(m in proc.stdout for m in ("intelligibility", "dnsmos", "mel_dtw", "f0"))
+    for cmd in (["--help"], ["run", "--help"], ["suites", "--help"], ["adapters", "--help"], ["sync", "--help"],
+                ["asr", "--help"], ["asr", "list", "--help"], ["metrics", "--help"]):
         assert run_cli(*cmd).returncode == 0, cmd
 
 
