@@ -66,19 +66,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1, stopped (whole process group) after the session."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+def start_mlflow_server(root: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 over a sqlite store in root; waits for /health."""
+    port = port or _free_port()
     cmd = [sys.executable, "-m", "mlflow", "server",
            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
            "--artifacts-destination", str(root / "artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(root / "server.log", "w")
+    log = open(root / "server.log", "a")
     # The server's background job runners (huey consumers) burn CPU all session and serve nothing here.
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    log.close()
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120  # 11-25 s measured; poll, never sleep blindly
     while time.time() < deadline:
@@ -87,28 +86,37 @@ def mlflow_server(tmp_path_factory):
         try:
             with urllib.request.urlopen(uri + "/health", timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return proc, uri
         except OSError:
             time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError("mlflow server did not answer /health within 120 s")
-    yield uri
-    os.killpg(proc.pid, signal.SIGTERM)
+    stop_mlflow_server(proc)
+    raise RuntimeError("mlflow server did not answer /health within 120 s")
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    """SIGTERM the whole process group; workers linger after the main process, so wait for all."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    # Workers linger after the main process: wait for the whole group to go.
+        pass
     for _ in range(60):
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield uri
+    stop_mlflow_server(proc)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

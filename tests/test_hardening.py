@@ -125,3 +125,37 @@ def test_references_at_other_rates_stereo_and_8_bit(tmp_path, sqlite_uri, espeak
     assert row["mel_dtw"] is not None and row["mel_dtw"] > 0
     # Read at its own rate and mixed down: the same speech lasts as long as the output.
     assert abs(row["duration_ratio"] - 1.0) < 0.05
+
+
+def test_mlflow_server_that_goes_away_mid_run_loses_nothing(tmp_path):
+    """The server answers at start, dies during the run: exit 3, everything kept, sync uploads it."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import start_mlflow_server, stop_mlflow_server
+
+    root = tmp_path / "server"
+    root.mkdir()
+    server, uri = start_mlflow_server(root)
+    port = int(uri.rsplit(":", 1)[1])
+    out = tmp_path / "orphan"
+    try:
+        proc = start_run(out, uri, limit=10)
+        wait_for_rows(out, proc, 1)
+        stop_mlflow_server(server)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        stop_mlflow_server(server)
+    assert proc.returncode == 3, stderr
+    assert "unreachable" in stderr and f"evalkit sync {out}" in stderr and "Traceback" not in stderr
+    assert len(finished_ids(out)) == 10 and len(list((out / "audio").glob("*.wav"))) == 10
+
+    server, uri = start_mlflow_server(root, port)  # the same server comes back
+    try:
+        synced = run_cli("sync", str(out))
+        assert synced.returncode == 0, synced.stderr
+        client = MlflowClient(tracking_uri=uri)
+        runs = client.search_runs([client.get_experiment_by_name("evalkit-en-base").experiment_id])
+        assert len(runs) == 1 and runs[0].data.metrics["utterances/count"] == 10
+        assert len(client.list_artifacts(runs[0].info.run_id, "audio")) == 10
+    finally:
+        stop_mlflow_server(server)
