@@ -229,6 +229,11 @@ def metrics_cmd() -> None:
     out.print(table)
 
 
+from .cli_compare import register as _register_compare  # noqa: E402  (compare, report, baseline)
+
+_register_compare(app)
+
+
 @app.callback(invoke_without_command=True)
 def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     if version:

@@ -5,11 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# espeak-ng: the offline voice (Korean included). chromium + fonts-nanum: the report tests open
+# the HTML report headless; without a CJK font Korean renders as empty boxes.
+APT=()
+command -v espeak-ng >/dev/null 2>&1 || APT+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || APT+=(chromium)
+fc-list 2>/dev/null | grep -qi nanum || APT+=(fonts-nanum)
+if [ ${#APT[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT[@]}" >/dev/null
 fi
 
 PY="${PYTHON:-python3}"

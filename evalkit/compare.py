@@ -1,0 +1,225 @@
+"""Paired comparison of two runs over the utterances both scored.
+
+Statistics, per metric value key (the keys each metric declares with a direction in
+summary["metrics"][name]["higher_is_better"]; per-utterance counts such as char_sub are left out:
+they are the ingredients of rates, not qualities):
+- delta = mean(candidate - baseline) over utterances where both values are finite;
+- a 95% percentile bootstrap CI of that mean: RESAMPLES resamples of the utterances with
+  replacement, from numpy's Generator seeded with SEED, so the same runs always give the same CI;
+- the paired Wilcoxon signed-rank p-value (scipy; p = 1 when no utterance changed);
+- direction: "worse" or "better" when the CI excludes zero on that side, else "same".
+The CI, not the p-value, decides: with five utterances the smallest possible Wilcoxon p is 0.0625,
+while a CI still shows a shift every utterance agrees on.
+
+Two runs are comparable only when the suite digest, the ASR settings digest (engine, model
+weights, decoding), the text-normalizer version, each shared metric's version and the reference
+audio match; otherwise compare() returns Incomparable with the reasons, or, with force=True, the
+numbers with the reasons attached.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+RESAMPLES = 2000
+SEED = 0
+CONFIDENCE = 0.95
+_INDEX_BUDGET = 2_000_000  # bootstrap indices drawn per block, so memory stays flat for large suites
+
+
+class RunLike(Protocol):
+    summary: dict
+    rows: list[dict]
+    source: str
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    key: str
+    metric: str  # the metric plug-in that produced the key
+    higher_is_better: bool
+    n: int  # utterances with a finite value in both runs
+    baseline_mean: float
+    candidate_mean: float
+    delta: float  # candidate - baseline
+    ci_low: float
+    ci_high: float
+    p_value: float
+    direction: str  # worse | better | same
+    pairs: tuple[tuple[str, float, float], ...]  # (utterance id, candidate, baseline)
+
+    @property
+    def worsening(self) -> float:
+        """The delta signed so that positive is worse, whatever the metric's direction."""
+        return -self.delta if self.higher_is_better else self.delta
+
+    @property
+    def rel_delta(self) -> float:
+        return self.delta / abs(self.baseline_mean) if self.baseline_mean else math.nan
+
+
+@dataclass(frozen=True)
+class NewFailure:
+    utterance_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    candidate: str
+    baseline: str
+    paired: int
+    only_candidate: int
+    only_baseline: int
+    metrics: tuple[MetricDelta, ...]
+    new_failures: tuple[NewFailure, ...]
+    reasons: tuple[str, ...]  # incomparability reasons overridden by force; empty when comparable
+    notes: tuple[str, ...]
+    resamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Incomparable:
+    candidate: str
+    baseline: str
+    reasons: tuple[str, ...]
+
+
+def bootstrap_ci(deltas, resamples: int = RESAMPLES, seed: int = SEED,
+                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+    d = np.asarray(deltas, dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    block = max(1, _INDEX_BUDGET // d.size)
+    for start in range(0, resamples, block):
+        m = min(block, resamples - start)
+        means[start:start + m] = d[rng.integers(0, d.size, size=(m, d.size))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def wilcoxon_p(candidate, baseline) -> float:
+    c, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    if c.size == 0:
+        return math.nan
+    if not np.any(c != b):
+        return 1.0  # scipy refuses all-zero differences; nothing changed is the least evidence
+    from scipy.stats import wilcoxon
+
+    with warnings.catch_warnings():  # tiny samples warn about the normal approximation
+        warnings.simplefilter("ignore")
+        return float(wilcoxon(c, b).pvalue)
+
+
+def incomparability(candidate: dict, baseline: dict) -> list[str]:
+    """Why the numbers of two runs (their summaries) cannot be set side by side; empty if they can."""
+    reasons = []
+    cs, bs = candidate.get("suite") or {}, baseline.get("suite") or {}
+    if cs.get("digest") != bs.get("digest"):
+        reasons.append(f"suite digests differ ({cs.get('name')} {str(cs.get('digest'))[:12]} vs "
+                       f"{bs.get('name')} {str(bs.get('digest'))[:12]}): not the same sentences")
+    ct, bt = candidate.get("tags") or {}, baseline.get("tags") or {}
+    ca, ba = ct.get("evalkit.asr_settings_digest", ""), bt.get("evalkit.asr_settings_digest", "")
+    if ca and ba and ca != ba:
+        reasons.append(f"ASR settings differ ({ct.get('evalkit.asr_model')} {ca} vs {bt.get('evalkit.asr_model')} {ba}): "
+                       "a different ASR model or decoding changes CER on every utterance")
+    cn, bn = ct.get("evalkit.textnorm_version"), bt.get("evalkit.textnorm_version")
+    if cn != bn:
+        reasons.append(f"text normalizer versions differ ({cn} vs {bn})")
+    cm, bm = candidate.get("metrics") or {}, baseline.get("metrics") or {}
+    for name in sorted(set(cm) & set(bm)):
+        if cm[name].get("version") != bm[name].get("version"):
+            reasons.append(f"metric {name} versions differ ({cm[name].get('version')} vs {bm[name].get('version')})")
+    cr, br = ct.get("evalkit.reference_digest", ""), bt.get("evalkit.reference_digest", "")
+    if cr and br and cr != br:
+        reasons.append("reference audio differs: reference-based scores measure different targets")
+    return reasons
+
+
+def value_keys(summary: dict) -> dict[str, tuple[str, bool]]:
+    """key -> (metric name, higher_is_better) for every value key a run's metrics declare."""
+    agg = summary.get("aggregates") or {}
+    out = {}
+    for name, info in (summary.get("metrics") or {}).items():
+        for key, higher in (info.get("higher_is_better") or {}).items():
+            # Counts are aggregated as sums only (pipeline.aggregate): that is how they show here.
+            if f"{key}/sum" in agg and f"{key}/mean" not in agg:
+                continue
+            out[key] = (name, bool(higher))
+    return out
+
+
+def _value(row: dict, key: str) -> float:
+    v = row.get(key)
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def compare(candidate: RunLike, baseline: RunLike, force: bool = False,
+            resamples: int = RESAMPLES, seed: int = SEED) -> Comparison | Incomparable:
+    reasons = incomparability(candidate.summary, baseline.summary)
+    cand_rows = {r["id"]: r for r in candidate.rows}
+    base_rows = {r["id"]: r for r in baseline.rows}
+    ids = [uid for uid in base_rows if uid in cand_rows]  # baseline order: the suite's order
+    if not ids:
+        reasons.append("no utterance id is in both runs")
+    ck, bk = value_keys(candidate.summary), value_keys(baseline.summary)
+    if not set(ck) & set(bk):  # "pass" on nothing measured would be a lie
+        reasons.append("no metric value key is in both runs")
+    if reasons and not force:
+        return Incomparable(candidate.source, baseline.source, tuple(reasons))
+
+    notes = [f"{k}: only in the {which} run, not compared"
+             for which, mine, other in (("candidate", ck, bk), ("baseline", bk, ck))
+             for k in mine if k not in other]
+    if len(ids) < len(base_rows) or len(ids) < len(cand_rows):
+        notes.append(f"{len(ids)} paired utterances ({len(cand_rows) - len(ids)} only in the candidate, "
+                     f"{len(base_rows) - len(ids)} only in the baseline)")
+    deltas = [_metric_delta(key, *ck[key], ids, cand_rows, base_rows, resamples, seed)
+              for key in ck if key in bk]
+    return Comparison(candidate.source, baseline.source, len(ids), len(cand_rows) - len(ids),
+                      len(base_rows) - len(ids), tuple(d for d in deltas if d is not None),
+                      tuple(_new_failures(ids, cand_rows, base_rows, [k for k in ck if k in bk])),
+                      tuple(reasons), tuple(notes), resamples, seed)
+
+
+def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, seed) -> MetricDelta | None:
+    pairs = [(uid, _value(cand_rows[uid], key), _value(base_rows[uid], key)) for uid in ids]
+    pairs = [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
+    if not pairs:
+        return None
+    c = np.array([p[1] for p in pairs])
+    b = np.array([p[2] for p in pairs])
+    low, high = bootstrap_ci(c - b, resamples, seed)  # the same seed per key: order-independent
+    worse_side = high < 0 if higher else low > 0
+    better_side = low > 0 if higher else high < 0
+    return MetricDelta(key, metric, higher, len(pairs), float(b.mean()), float(c.mean()),
+                       float((c - b).mean()), low, high, wilcoxon_p(c, b),
+                       "worse" if worse_side else "better" if better_side else "same", tuple(pairs))
+
+
+def _new_failures(ids, cand_rows, base_rows, keys) -> list[NewFailure]:
+    """Utterances the baseline got through and the candidate did not: a recorded failure, or a
+    value the baseline had that the candidate could not compute (NaN means fail loud)."""
+    out = []
+    for uid in ids:
+        c, b = cand_rows[uid], base_rows[uid]
+        if c.get("failure") and not b.get("failure"):
+            out.append(NewFailure(uid, str(c["failure"])))
+            continue
+        lost = [k for k in keys if math.isfinite(_value(b, k)) and not math.isfinite(_value(c, k))]
+        if lost:
+            note = f" ({c['notes']})" if c.get("notes") else ""
+            out.append(NewFailure(uid, f"no value for {', '.join(lost)}{note}"))
+    return out

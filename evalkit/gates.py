@@ -1,0 +1,171 @@
+"""Regression gates and the verdict of a comparison.
+
+A gate bounds how much a metric value key may worsen, candidate against baseline:
+
+    gates:
+      cer:         {max_abs: 0.01, max_rel: 0.10}   # mean CER may rise by 0.01 or by 10%
+      dnsmos_ovrl: {max_abs: 0.10}                   # mean DNSMOS may fall by 0.1
+      default:     {max_abs: 0.0}                    # every other compared key; `default: none` = report only
+
+in the candidate suite's suite.yaml header, or in a YAML or TOML file (`--gates FILE`; the same
+mapping, at the top level or under `gates`). With both limits the looser one applies (as in
+numpy.isclose): a relative limit alone means nothing at a baseline of 0, an absolute one alone
+ignores scale. Without any gates configured, `default: {max_abs: 0}`: any worsening the CI is
+sure of regresses.
+
+A key regresses only when its CI excludes zero on the worse side AND its mean worsening exceeds
+its gate: noise never fails a build, nor does a real but tolerated change. A new per-utterance
+failure (compare.NewFailure) is a regression whatever the gates say.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from .compare import Comparison, Incomparable, MetricDelta
+from .errors import EvalkitError
+
+_LIMITS = ("max_abs", "max_rel")
+
+
+@dataclass(frozen=True)
+class Gate:
+    max_abs: float | None = None
+    max_rel: float | None = None
+
+    def allowed(self, baseline_mean: float) -> float:
+        limits = [v for v in (self.max_abs, None if self.max_rel is None else self.max_rel * abs(baseline_mean))
+                  if v is not None]
+        return max(limits) if limits else math.inf
+
+    def describe(self) -> str:
+        parts = [f"{k} {getattr(self, k):g}" for k in _LIMITS if getattr(self, k) is not None]
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Gates:
+    per_key: Mapping[str, Gate] = field(default_factory=dict)
+    default: Gate | None = None
+    source: str = ""
+
+    def for_key(self, key: str) -> Gate | None:
+        return self.per_key.get(key, self.default)
+
+
+BUILTIN = Gates({}, Gate(max_abs=0.0), "built-in: any worsening whose CI excludes zero")
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    key: str
+    gate: Gate | None
+    allowed: float  # the worsening the gate tolerates at this baseline (inf: not gated)
+    significant: bool  # the CI excludes zero on the worse side
+    breaks_gate: bool
+    regressed: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # pass | regressed | incomparable
+    metrics: Mapping[str, MetricVerdict]
+    reasons: tuple[str, ...]  # one line each: what regressed, or why the runs are incomparable
+    notes: tuple[str, ...]
+    gates_source: str
+
+
+def parse(obj, source: str) -> Gates:
+    if isinstance(obj, Mapping) and isinstance(obj.get("gates"), Mapping):
+        obj = obj["gates"]
+    if not isinstance(obj, Mapping):
+        raise EvalkitError(f"{source}: gates must be a mapping of metric key -> {{max_abs, max_rel}}")
+    per_key, default = {}, None
+    for key, spec in obj.items():
+        gate = _gate(spec, f"{source}: gate {key!r}")
+        if key == "default":
+            default = gate
+        elif gate is not None:
+            per_key[str(key)] = gate
+    return Gates(per_key, default, source)
+
+
+def _gate(spec, where: str) -> Gate | None:
+    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+        return None
+    if not isinstance(spec, Mapping):
+        raise EvalkitError(f"{where} must be a mapping like {{max_abs: 0.01, max_rel: 0.1}} or none")
+    unknown = set(spec) - set(_LIMITS)
+    if unknown:  # a typo must not silently disable a gate
+        raise EvalkitError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; use max_abs, max_rel")
+    values = {}
+    for k in _LIMITS:
+        v = spec.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise EvalkitError(f"{where}: {k} must be a number >= 0, got {v!r}")
+        values[k] = float(v)
+    if not values:
+        raise EvalkitError(f"{where}: give max_abs and/or max_rel (or write none to report only)")
+    return Gate(**values)
+
+
+def from_file(path: Path) -> Gates:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        obj = tomllib.loads(text) if Path(path).suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EvalkitError(f"{path}: not a readable gates file ({first})") from None
+    return parse(obj, str(path))
+
+
+def from_suite(folder: Path | None) -> Gates | None:
+    if folder is None:
+        return None
+    try:
+        header = yaml.safe_load((folder / "suite.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None  # the suite loader reports unreadable headers; gates are then simply absent
+    if not isinstance(header, Mapping) or header.get("gates") is None:
+        return None
+    return parse(header["gates"], f"{folder / 'suite.yaml'} gates")
+
+
+def resolve(path: Path | None, suite_folder: Path | None) -> Gates:
+    """A gates file wins over the suite header, which wins over the built-in default."""
+    if path is not None:
+        return from_file(path)
+    return from_suite(suite_folder) or BUILTIN
+
+
+def judge(result: Comparison | Incomparable, gates: Gates) -> Verdict:
+    if isinstance(result, Incomparable) or result.reasons:
+        return Verdict("incomparable", {}, result.reasons, (), gates.source)
+    verdicts = {m.key: _judge_metric(m, gates.for_key(m.key)) for m in result.metrics}
+    reasons = [_regression_line(m, verdicts[m.key]) for m in result.metrics if verdicts[m.key].regressed]
+    reasons += [f"new failure: {f.utterance_id}: {f.reason}" for f in result.new_failures]
+    compared = {m.key for m in result.metrics}
+    notes = [f"gate for {k} not applied: not measured in both runs" for k in gates.per_key if k not in compared]
+    return Verdict("regressed" if reasons else "pass", verdicts, tuple(reasons),
+                   tuple(notes) + result.notes, gates.source)
+
+
+def _judge_metric(m: MetricDelta, gate: Gate | None) -> MetricVerdict:
+    allowed = gate.allowed(m.baseline_mean) if gate else math.inf
+    significant = m.direction == "worse"
+    breaks = m.worsening > allowed
+    return MetricVerdict(m.key, gate, allowed, significant, breaks, significant and breaks)
+
+
+def _regression_line(m: MetricDelta, v: MetricVerdict) -> str:
+    return (f"{m.key}: {m.baseline_mean:.4g} → {m.candidate_mean:.4g} ({m.delta:+.4g}, 95% CI "
+            f"[{m.ci_low:+.4g}, {m.ci_high:+.4g}]) exceeds its gate ({v.gate.describe()}: "
+            f"at most {v.allowed:.4g} worse)")

@@ -1,0 +1,240 @@
+"""Finished runs as data, wherever they live: the one place that reads runs back from MLflow.
+
+A RUN spec (compare, report, baseline) is, in this order:
+- a local run folder (summary.json + utterances.jsonl + audio/, see evalkit.record);
+- `tag:NAME`: the run tagged as the named baseline NAME (`evalkit baseline set`);
+- `latest:EXPERIMENT`: the newest FINISHED run of that MLflow experiment, other than the candidate;
+- a 32-hex MLflow run id.
+MLflow runs are downloaded once into the evalkit cache (`runs/<run id>/`): logged artifacts never
+change, so the cached copy is always the run.
+
+Named baselines are the tag `evalkit.baseline.NAME=true`, one key per name, so a run can be the
+baseline of several names at once (`nightly` and `release-1.2`). A name is per suite (tag
+`evalkit.suite`): the ko-base and en-base nightlies each have their own `nightly`. `baseline set`
+moves the tag: one run per suite holds a name, and re-pointing it to an older run (a rollback) works.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import record, tracking
+from . import suite as suite_mod
+from .cache import cache_dir
+from .errors import EvalkitError
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+BASELINE_TAG = "evalkit.baseline.{}"
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    summary: dict
+    rows: list[dict]
+    audio_dir: Path | None
+    mlflow_run_id: str | None
+    source: str  # how it was named and found, for messages and the report
+    tracking_uri: str | None = None  # where mlflow_run_id lives
+
+    @property
+    def label(self) -> str:
+        return f"{self.summary.get('params', {}).get('model', '?')} ({self.summary.get('run_id', '?')[:8]})"
+
+    def audio_path(self, row: dict) -> Path | None:
+        if self.audio_dir is None or not row.get("audio"):
+            return None
+        path = self.audio_dir / Path(row["audio"]).name
+        return path if path.is_file() else None
+
+
+def recorded_uri(run: LoadedRun) -> str | None:
+    """The tracking URI the run itself was logged to: the natural home of its baselines."""
+    return run.tracking_uri or (run.summary.get("tracking") or {}).get("uri")
+
+
+def load_run(spec: str, tracking_uri: str | None = None, exclude_run_id: str | None = None,
+             with_audio: bool = True, suite: str | None = None) -> LoadedRun:
+    """`exclude_run_id` and `suite` (the candidate's) steer latest: and tag: to a fitting baseline."""
+    folder = Path(spec)
+    if folder.is_dir():
+        summary, rows = record.read(folder)
+        t = summary.get("tracking") or {}
+        audio = folder / "audio"
+        return LoadedRun(summary, rows, audio if audio.is_dir() else None, t.get("run_id"),
+                         f"folder:{folder.resolve()}", t.get("uri"))
+    uri = tracking_uri or tracking.default_uri()
+    if spec.startswith("tag:"):
+        run_id = find_baseline(spec[4:], uri, suite)
+    elif spec.startswith("latest:"):
+        run_id = find_latest(spec[7:], uri, exclude_run_id)
+    elif _RUN_ID.match(spec):
+        run_id = spec
+    else:
+        raise EvalkitError(f"run {spec!r} is neither a run folder, an MLflow run id, tag:NAME nor latest:EXPERIMENT")
+    source = f"mlflow:{run_id}" if run_id == spec else f"{spec} -> mlflow:{run_id}"
+    return _from_mlflow(run_id, uri, source, with_audio)
+
+
+def client(uri: str):
+    """An MlflowClient that fails within seconds on a dead server instead of retrying for minutes."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    tracking.check_reachable(uri)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _from_mlflow(run_id: str, uri: str, source: str, with_audio: bool) -> LoadedRun:
+    dest = cache_dir("runs", run_id)
+    wanted = [record.SUMMARY, record.TABLE_JSONL] + (["audio"] if with_audio else [])
+    missing = [name for name in wanted if not (dest / name).exists()]
+    if missing:
+        c = client(uri)
+        try:
+            c.get_run(run_id)
+        except Exception as exc:  # MLflow raises many kinds for an unknown run
+            raise EvalkitError(f"MLflow run {run_id} not found at {uri} ({_first_line(exc)})") from None
+        for name in missing:
+            _download(c, run_id, name, dest, required=name != "audio")
+    summary, rows = record.read(dest)
+    audio = dest / "audio"
+    return LoadedRun(summary, rows, audio if audio.is_dir() else None, run_id, source, uri)
+
+
+def _download(c, run_id: str, name: str, dest: Path, required: bool) -> None:
+    # Into a temporary folder first: an interrupted download must not pass for a cached run.
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        try:
+            c.download_artifacts(run_id, name, tmp)
+        except Exception as exc:
+            if not required:  # a run whose every utterance failed has no audio
+                return
+            raise EvalkitError(f"MLflow run {run_id} has no {name} artifact: not an evalkit run? "
+                               f"({_first_line(exc)})") from None
+        os.replace(Path(tmp) / name, dest / name)
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise EvalkitError(f"baseline name {name!r} must be letters, digits, '_' or '-' (at most 64)")
+    return name
+
+
+def _tagged(c, name: str, suite: str | None) -> list:
+    key = BASELINE_TAG.format(_check_name(name))
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    if not experiments:
+        return []
+    found = c.search_runs(experiments, filter_string=f"tags.`{key}` = 'true'", order_by=["attributes.start_time DESC"])
+    # The few holders of a name are filtered here: suite names need no quoting in a filter string.
+    return [r for r in found if suite is None or r.data.tags.get("evalkit.suite") == suite]
+
+
+def find_baseline(name: str, uri: str, suite: str | None = None) -> str:
+    c = client(uri)
+    try:
+        runs = _tagged(c, name, suite)
+    except EvalkitError:
+        raise
+    except Exception as exc:
+        raise EvalkitError(f"cannot search MLflow at {uri} for baseline {name!r} ({_first_line(exc)})") from None
+    if not runs:
+        of = f" of suite {suite!r}" if suite else ""
+        raise EvalkitError(f"no run{of} is tagged as baseline {name!r} at {uri} "
+                           f"(set one with: evalkit baseline set RUN --name {name})")
+    return runs[0].info.run_id
+
+
+def find_latest(experiment: str, uri: str, exclude_run_id: str | None) -> str:
+    c = client(uri)
+    try:
+        exp = c.get_experiment_by_name(experiment)
+        runs = [] if exp is None else c.search_runs(
+            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=10)
+    except Exception as exc:
+        raise EvalkitError(f"cannot search MLflow experiment {experiment!r} at {uri} ({_first_line(exc)})") from None
+    if exp is None:
+        raise EvalkitError(f"no MLflow experiment named {experiment!r} at {uri}")
+    for r in runs:
+        if r.info.run_id != exclude_run_id:
+            return r.info.run_id
+    raise EvalkitError(f"MLflow experiment {experiment!r} has no finished run other than the candidate")
+
+
+def set_baseline(run: LoadedRun, name: str, uri: str) -> list[str]:
+    """Tags `run` as baseline NAME of its suite and takes the tag off the run(s) of that suite that
+    held it; returns those."""
+    if run.mlflow_run_id is None:
+        raise EvalkitError(f"{run.source} was never logged to MLflow, so it cannot be a named baseline "
+                           f"(upload it first with: evalkit sync FOLDER)")
+    key = BASELINE_TAG.format(_check_name(name))
+    c = client(uri)
+    try:
+        c.get_run(run.mlflow_run_id)
+        suite = (run.summary.get("suite") or {}).get("name")
+        previous = [r.info.run_id for r in _tagged(c, name, suite) if r.info.run_id != run.mlflow_run_id]
+        c.set_tag(run.mlflow_run_id, key, "true")
+        for run_id in previous:
+            c.delete_tag(run_id, key)
+    except Exception as exc:
+        raise EvalkitError(f"cannot tag MLflow run {run.mlflow_run_id} at {uri} ({_first_line(exc)})") from None
+    return previous
+
+
+def log_report(run: LoadedRun, report_dir: Path, tags: dict[str, str], uri: str) -> None:
+    """The report becomes artifacts (`report/`) and tags of the candidate's MLflow run."""
+    c = client(uri)
+    try:
+        c.log_artifacts(run.mlflow_run_id, str(report_dir), artifact_path="report")
+        for k, v in tags.items():
+            c.set_tag(run.mlflow_run_id, k, v)
+    except Exception as exc:
+        raise EvalkitError(f"cannot log the report to MLflow run {run.mlflow_run_id} at {uri} "
+                           f"({_first_line(exc)})") from None
+
+
+def suite_folder(summary: dict) -> Path | None:
+    """The folder of the suite a run used: where it was at run time, else the built-in suite of
+    that name, but only if its content digest still matches (gates and references must belong to
+    the suite that was scored)."""
+    suite = summary.get("suite") or {}
+    for candidate in (suite.get("source"), suite.get("name")):
+        if not candidate:
+            continue
+        try:
+            folder = suite_mod.resolve(candidate)
+            if suite_mod.load(str(folder)).digest == suite.get("digest"):
+                return folder
+        except EvalkitError:
+            continue
+    return None
+
+
+def reference_paths(summary: dict) -> dict[str, Path]:
+    """Reference audio per utterance id, for listening: the suite's refs, else a --reference-run folder."""
+    ref = str((summary.get("params") or {}).get("reference") or "")
+    if ref.startswith("folder:"):
+        folder = Path(ref[len("folder:"):])
+        folder = folder / "audio" if (folder / record.SUMMARY).is_file() else folder
+        return {p.stem: p for p in folder.glob("*.wav")}
+    if ref.startswith("mlflow:"):
+        folder = cache_dir("reference-runs", ref[len("mlflow:"):], "audio")
+        return {p.stem: p for p in folder.glob("*.wav")}
+    folder = suite_folder(summary)
+    if folder is None:
+        return {}
+    return {u.id: u.reference for u in suite_mod.load(str(folder)).utterances if u.reference is not None}
