@@ -24,6 +24,15 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (checkpoints can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def audio_digest(audio: Audio) -> str:
     h = hashlib.sha256(f"{audio.sample_rate}|float32|".encode())
     h.update(np.ascontiguousarray(audio.samples, dtype=np.float32).tobytes())

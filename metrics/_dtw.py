@@ -35,6 +35,8 @@ Parameters (and why)
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -128,6 +130,25 @@ def track_f0(x: np.ndarray, sample_rate: int, method: str = "pyin",
     if method == "harvest":
         return pyworld.harvest(x, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=frame_period)[0]
     raise ValueError(f"f0_method must be one of {F0_METHODS}, got {method!r}")
+
+
+_MEL_ALIGNMENTS: "OrderedDict[tuple, Alignment]" = OrderedDict()
+_MEL_ALIGNMENTS_KEPT = 32
+
+
+def mel_alignment(ref: np.ndarray, out: np.ndarray, sample_rate: int, method: str = "exact",
+                  radius: int = 10) -> Alignment:
+    """DTW of the two clips' log-mel features, computed once per pair of contents: mel_dtw and
+    f0 both walk this path, so the second metric finds it here instead of redoing it."""
+    key = (hashlib.sha1(ref.tobytes()).digest(), hashlib.sha1(out.tobytes()).digest(), sample_rate, method, radius)
+    if key in _MEL_ALIGNMENTS:
+        _MEL_ALIGNMENTS.move_to_end(key)
+        return _MEL_ALIGNMENTS[key]
+    a = align(log_mel(ref, sample_rate), log_mel(out, sample_rate), method, radius)
+    _MEL_ALIGNMENTS[key] = a
+    if len(_MEL_ALIGNMENTS) > _MEL_ALIGNMENTS_KEPT:
+        _MEL_ALIGNMENTS.popitem(last=False)
+    return a
 
 
 def align(ref: np.ndarray, out: np.ndarray, method: str = "exact", radius: int = 10) -> Alignment:

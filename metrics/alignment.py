@@ -50,7 +50,7 @@ import numpy as np
 
 from evalkit.types import Score, ScoringItem
 
-from ._dtw import F0_FLOOR, SAMPLE_RATE, align, log_mel, prepare, track_f0
+from ._dtw import F0_FLOOR, SAMPLE_RATE, align, mel_alignment, prepare, track_f0
 
 ORDER_ALPHA = {16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53), 48000: (39, 0.55)}
 MCD_FRAME_PERIOD_MS = 5.0  # WORLD default; at 10 ms DTW matches transitions worse: +0.6 dB on a rate change
@@ -77,7 +77,7 @@ class MelDTW:
         if isinstance(clips, str):
             return Score(dict.fromkeys(self.higher_is_better, math.nan), f"{self.name}: {clips}")
         ref, out = clips
-        a = align(log_mel(ref, self.sample_rate), log_mel(out, self.sample_rate), self.dtw, self.radius)
+        a = mel_alignment(ref, out, self.sample_rate, self.dtw, self.radius)
         return Score({"mel_dtw": a.normalized, "duration_ratio": len(out) / len(ref)})
 
 

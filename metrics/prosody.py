@@ -38,7 +38,7 @@ import numpy as np
 
 from evalkit.types import Score, ScoringItem
 
-from ._dtw import F0_METHODS, SAMPLE_RATE, align, log_mel, prepare, track_f0
+from ._dtw import F0_METHODS, SAMPLE_RATE, mel_alignment, prepare, track_f0
 
 MIN_VOICED = 20
 CENTS_PER_NEPER = 1200.0 / math.log(2.0)
@@ -67,7 +67,7 @@ class F0:
         if isinstance(clips, str):
             return Score(dict.fromkeys(self.higher_is_better, math.nan), f"{self.name}: {clips}")
         ref, out = clips
-        a = align(log_mel(ref, self.sample_rate), log_mel(out, self.sample_rate), self.dtw, self.radius)
+        a = mel_alignment(ref, out, self.sample_rate, self.dtw, self.radius)
         f_ref = _fit(track_f0(ref, self.sample_rate, self.f0_method), a.n)[a.path[:, 0]]
         f_out = _fit(track_f0(out, self.sample_rate, self.f0_method), a.m)[a.path[:, 1]]
         v_ref, v_out = f_ref > 0, f_out > 0

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..audio import read_wav
+from ..cache import sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
@@ -38,14 +39,6 @@ PREFIX = "cmd:"
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 FIELDS = ("text", "out", "speaker", "lang", "id")
 TIMEOUT_ENV = "EVALKIT_CMD_TIMEOUT"
-
-
-def _file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tail(stderr: bytes, limit: int = 300) -> str:
@@ -144,10 +137,10 @@ class CommandAdapter:
 
     def describe(self) -> dict[str, str]:
         h = hashlib.sha256(self.template.encode())
-        h.update(f"\nexe {_file_sha256(self.argv[0])}".encode())
+        h.update(f"\nexe {sha256_file(self.argv[0])}".encode())
         for arg in self.argv[1:]:
             if not PLACEHOLDER.search(arg) and os.path.isfile(arg):
-                h.update(f"\n{arg} {_file_sha256(arg)}".encode())
+                h.update(f"\n{arg} {sha256_file(arg)}".encode())
         return {
             "model": self.model,
             "model_sha256": h.hexdigest(),

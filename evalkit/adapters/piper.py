@@ -7,12 +7,12 @@ counts, so two runs of the same checkpoint give the same audio.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..cache import sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
@@ -72,14 +72,10 @@ class PiperAdapter:
         return out
 
     def describe(self) -> dict[str, str]:
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
         return {
             "model": self.model,
             "model_path": str(self.path),
-            "model_sha256": h.hexdigest(),
+            "model_sha256": sha256_file(self.path),
             "sample_rate": str(self.sample_rate),
             "device": self.device,
             "noise_scale": "0.0",

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import plugins
+from ..cache import sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
@@ -59,14 +60,6 @@ def archive_kind(path: Path) -> str:
     if any(n.endswith("/archive_format") or "/models/" in n for n in names):
         return "export"
     return "zip"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def as_audio(result: Any, sample_rate: int | None, who: str) -> Audio:

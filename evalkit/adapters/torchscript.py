@@ -21,7 +21,8 @@ from typing import Sequence
 
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
-from .torch_checkpoint import _device, archive_kind, as_audio, sha256_file
+from ..cache import sha256_file
+from .torch_checkpoint import _device, archive_kind, as_audio
 
 SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".pt2")
 CONTRACT = "forward(text: str) -> Tensor"

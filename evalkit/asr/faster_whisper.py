@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from ..cache import cache_dir
+from ..cache import cache_dir, sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, Transcript
 
@@ -68,6 +68,12 @@ def bundled_base() -> Path:
     return target
 
 
+def ct2_model_sha256(folder: Path) -> str:
+    """The digest of a CTranslate2 model.bin; the bundled model's is recorded at assembly."""
+    recorded = folder / "model.sha256"
+    return recorded.read_text().strip() if recorded.is_file() else sha256_file(folder / "model.bin")
+
+
 class FasterWhisperASR:
     name = "faster-whisper"
     version = "1"
@@ -96,8 +102,7 @@ class FasterWhisperASR:
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
         self._model = None
-        digest_file = folder / "model.sha256"
-        self.model_sha256 = digest_file.read_text().strip() if digest_file.is_file() else _sha256(folder / "model.bin")
+        self.model_sha256 = ct2_model_sha256(folder)
 
     @property
     def model(self):
@@ -128,11 +133,3 @@ class FasterWhisperASR:
             "settings_digest": hashlib.sha256(
                 f"{self.name}|{self.model_sha256}|{json.dumps(options, sort_keys=True)}".encode()).hexdigest()[:16],
         }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -25,10 +25,10 @@ from typing import Sequence
 import numpy as np
 
 from . import ct2_to_openai
-from ..cache import cache_dir
+from ..cache import cache_dir, sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, Transcript
-from .faster_whisper import bundled_base
+from .faster_whisper import bundled_base, ct2_model_sha256
 
 # Keyword arguments of whisper.transcribe; the first four only steer its fallback/skip logic.
 DECODE_OPTIONS = {
@@ -61,11 +61,6 @@ def _import_whisper():
         # --no-deps keeps out triton (about 1 GB, useless on CPU).
         raise EvalkitError(f"openai-whisper is not usable ({exc.name or exc} missing): {INSTALL_HINT}") from None
     return whisper
-
-
-def _ct2_sha256(folder: Path) -> str:
-    digest = folder / "model.sha256"
-    return digest.read_text().strip() if digest.is_file() else _sha256(folder / "model.bin")
 
 
 def _unavailable(model: str) -> EvalkitError:
@@ -111,12 +106,12 @@ class OpenAIWhisperASR:
         ct2 = None
         if checkpoint is None:
             ct2 = bundled_base() if model == "base" else Path(model)
-            self.model_sha256 = _ct2_sha256(ct2)
+            self.model_sha256 = ct2_model_sha256(ct2)
             checkpoint = cache_dir("models") / f"openai-whisper-{self.model_sha256[:16]}.pt"
             if not checkpoint.is_file():
                 ct2_to_openai.convert(ct2, checkpoint)
         self.checkpoint = checkpoint
-        self.checkpoint_sha256 = _sha256(checkpoint)
+        self.checkpoint_sha256 = sha256_file(checkpoint)
         if ct2 is None:
             self.model_sha256 = self.checkpoint_sha256
         self.model_name = model
@@ -203,11 +198,3 @@ def _text(tokenizer, tokens: list[int]) -> str:
     if not tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip():
         return ""
     return tokenizer.decode(tokens).strip()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
