@@ -53,6 +53,7 @@ class _State:
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
     reference: Audio | None = None
+    prompt: Audio | None = None  # the speaker's prompt clip, for metrics that accept one
     _resampled: dict[tuple[str, int], Audio] = field(default_factory=dict)
     _digests: dict[str, str] = field(default_factory=dict)
 
@@ -60,8 +61,17 @@ class _State:
         """The clip at `sample_rate`, resampled at most once per rate."""
         return self._at("audio", self.audio, sample_rate)
 
-    def reference_at(self, sample_rate: int) -> Audio | None:
-        return None if self.reference is None else self._at("reference", self.reference, sample_rate)
+    def reference_for(self, metric: Metric) -> str | None:
+        """Which clip `metric` compares against: the reference, else (if it accepts one) the
+        speaker prompt."""
+        if self.reference is not None:
+            return "reference"
+        if self.prompt is not None and getattr(metric, "accepts_speaker_prompt", False):
+            return "prompt"
+        return None
+
+    def clip_at(self, which: str, sample_rate: int) -> Audio:
+        return self._at(which, getattr(self, which), sample_rate)
 
     def _at(self, which: str, audio: Audio, sample_rate: int) -> Audio:
         if (which, sample_rate) not in self._resampled:
@@ -69,9 +79,9 @@ class _State:
         return self._resampled[(which, sample_rate)]
 
     def digest(self, which: str) -> str:
-        """Content hash of the clip or its reference (native rate), computed once."""
+        """Content hash of the clip, its reference or its prompt (native rate), computed once."""
         if which not in self._digests:
-            clip = self.audio if which == "audio" else self.reference
+            clip = getattr(self, which)
             self._digests[which] = cache_mod.audio_digest(clip) if clip is not None else ""
         return self._digests[which]
 
@@ -126,15 +136,15 @@ def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics:
             if i + 1 < len(chunks):  # the next chunk synthesizes while this one is scored
                 ahead = pool.submit(synthesize, chunks[i + 1], adapter, suite.language, audio_dir)
             alive = [s for s in chunk if s.failure is None]
-            if references and any(m.needs_reference for m in metrics):
-                load_references(alive, references)
+            if any(m.needs_reference for m in metrics):
+                load_references(alive, references or {})
             if needs_transcript:
                 transcribe(alive, asr, suite.language, counts)
             for metric in metrics:
                 score(alive, metric, suite.language, counts)
             done = [s.row() for s in chunk]
             for s in chunk:  # the clip is on disk; keep memory flat over long suites
-                s.audio, s.reference, s._resampled = None, None, {}
+                s.audio, s.reference, s.prompt, s._resampled = None, None, None, {}
             rows.extend(done)
             if on_rows is not None:
                 on_rows(done)
@@ -213,30 +223,31 @@ def _accept_transcript(s: _State, transcript: Transcript, language: str) -> None
 
 
 def load_references(states: list[_State], references: Mapping[str, Path]) -> None:
+    """Each utterance's reference (from `references`) and speaker prompt (from the suite)."""
     for s in states:
-        path = references.get(s.utterance.id)
-        if path is None:
-            continue
-        try:
-            ref = audio_mod.read_wav(path)
-        except Exception as exc:  # one unreadable reference costs one utterance its reference metrics
-            s.notes.append(f"reference unreadable: {_one_line(exc)}")
-            continue
-        failure, _ = audio_mod.check(ref)
-        if failure:
-            s.notes.append(f"reference unusable: {failure}")
-        else:
-            s.reference = ref
+        for which, path in (("reference", references.get(s.utterance.id)), ("prompt", s.utterance.speaker_prompt)):
+            if path is None:
+                continue
+            try:
+                clip = audio_mod.read_wav(path)
+            except Exception as exc:  # one unreadable file costs one utterance its reference metrics
+                s.notes.append(f"{which} unreadable: {_one_line(exc)}")
+                continue
+            failure, _ = audio_mod.check(clip)
+            if failure:
+                s.notes.append(f"{which} unusable: {failure}")
+            else:
+                setattr(s, which, clip)
 
 
 def score(states: list[_State], metric: Metric, language: str, counts: Counts) -> None:
     if metric.needs_reference:
         # Skipped with a recorded reason, not handed to the metric: it never sees a missing reference.
         for s in states:
-            if s.reference is None:
+            if s.reference_for(metric) is None:
                 s.values.update(dict.fromkeys(metric.higher_is_better, math.nan))
                 s.notes.append(f"{metric.name}: no reference audio")
-        states = [s for s in states if s.reference is not None]
+        states = [s for s in states if s.reference_for(metric) is not None]
     store = cache_mod.JsonCache("scores")
     keys = {id(s): _score_key(s, metric, language) for s in states}
     todo = []
@@ -256,7 +267,8 @@ def score(states: list[_State], metric: Metric, language: str, counts: Counts) -
             transcript=s.transcript,
             reference_text_norm=s.texts.get("text_norm"),
             transcript_norm=s.texts.get("transcript_norm"),
-            reference_audio=s.reference_at(metric.sample_rate),
+            reference_audio=(s.clip_at(s.reference_for(metric), metric.sample_rate)
+                             if metric.needs_reference else None),
         ) for s in batch]
         for s, outcome in zip(batch, _isolated(_one_each(metric.score), items)):
             if isinstance(outcome, BaseException):  # not cached: a crash may be transient
@@ -282,7 +294,7 @@ def _score_key(s: _State, metric: Metric, language: str) -> str:
     texts = (s.texts.get("text_norm", ""), s.texts.get("transcript_norm", "")) if metric.needs_transcript else ("", "")
     return cache_mod.key("score", type(metric).__module__, type(metric).__qualname__, metric.name, metric.version,
                          repr(options), str(metric.sample_rate), language, s.digest("audio"),
-                         s.digest("reference") if metric.needs_reference else "", *texts)
+                         s.digest(s.reference_for(metric)) if metric.needs_reference else "", *texts)
 
 
 T = TypeVar("T")

@@ -59,7 +59,9 @@ class Metric(Protocol):
     lists the values each Score carries, `higher_is_better` says their direction, `version` is
     bumped whenever the computation changes, so results with different versions never mix.
 
-    Optional: `options` (a dict of the constructor settings, recorded as provenance), `counts`
+    Optional: `options` (a dict of the constructor settings, recorded as provenance),
+    `accepts_speaker_prompt` (a reference-based metric that may compare with the suite's
+    speaker prompt when an utterance has no reference of its own), `counts`
     (keys the core sums instead of taking mean/median/p90) and `corpus`
     ({rate: ((numerator keys...), denominator key)}: the core reports `rate/corpus`).
     """

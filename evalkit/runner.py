@@ -55,11 +55,12 @@ def resolve_device(device: str) -> str:
         return "cpu"
 
 
-def load_metrics(names: tuple[str, ...] | None, have_references: bool) -> list[Metric]:
+def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prompts: bool = False) -> list[Metric]:
     """The named metrics, or by default every installed one whose inputs this run has."""
     if names is None:
         found = [plugins.load_target(t)() for t, _ in plugins.registered(plugins.METRICS).values()]
-        return [m for m in found if have_references or not m.needs_reference]
+        return [m for m in found if not m.needs_reference or have_references
+                or (have_prompts and getattr(m, "accepts_speaker_prompt", False))]
     return [plugins.load(plugins.METRICS, n)() for n in names]
 
 
@@ -72,7 +73,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     uri = config.tracking_uri or tracking.default_uri()
     refs = (references.resolve(config.reference_run, suite, uri) if config.reference_run
             else references.from_suite(suite))
-    metrics = load_metrics(config.metrics, refs is not None)
+    metrics = load_metrics(config.metrics, refs is not None,
+                           any(u.speaker_prompt is not None for u in suite.utterances))
     device = resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
     tracking_problem = _preflight(uri)

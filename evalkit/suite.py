@@ -7,13 +7,17 @@ A suite is a folder holding `suite.yaml`:
     language: ko             # required; ISO 639-1, drives ASR and text normalization
     description: ...         # required
     utterances: utterances.jsonl   # required; path relative to the folder
+    speakers:                # optional: a prompt clip per speaker name, for speaker similarity
+      f1: speakers/f1.wav
 
 and a JSONL file with one utterance per line:
 
     {"id": "ko-base-001", "text": "...", "tags": ["liaison"], "speaker": "f1", "reference": "refs/ko-base-001.wav"}
 
 `id` and `text` are required; `tags`, `speaker` and `reference` (a wav path relative to the
-folder) are optional; without `reference`, a file refs/<id>.wav is the utterance's reference. The digest covers the name, the language, every utterance's id, text and
+folder) are optional; without `reference`, a file refs/<id>.wav is the utterance's reference.
+An utterance whose `speaker` has a prompt under the header's `speakers:` is compared with that
+prompt by metrics that accept one (spk_sim) when it has no reference of its own. The digest covers the name, the language, every utterance's id, text and
 speaker and the bytes of every reference file: it changes whenever anything that affects a
 score changes, and not when tags or the description are edited.
 """
@@ -62,7 +66,7 @@ def load(name_or_path: str) -> Suite:
     folder = resolve(name_or_path)
     header = _read_header(folder / "suite.yaml")
     utt_file = folder / str(header["utterances"])
-    utterances = _read_utterances(utt_file, folder)
+    utterances = _read_utterances(utt_file, folder, _speaker_prompts(header, folder / "suite.yaml"))
     digest = _digest(header, utterances)
     return Suite(
         name=str(header["name"]),
@@ -90,7 +94,20 @@ def _read_header(path: Path) -> dict:
     return header
 
 
-def _read_utterances(path: Path, folder: Path) -> list[Utterance]:
+def _speaker_prompts(header: dict, where: Path) -> dict[str, Path]:
+    speakers = header.get("speakers") or {}
+    if not isinstance(speakers, dict):
+        raise EvalkitError(f"{where}: speakers must map a speaker name to a wav path")
+    prompts = {}
+    for name, rel in speakers.items():
+        path = (where.parent / str(rel)).resolve()
+        if not path.is_file():
+            raise EvalkitError(f"{where}: speaker prompt {rel!r} for {name!r} not found")
+        prompts[str(name)] = path
+    return prompts
+
+
+def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list[Utterance]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -133,6 +150,7 @@ def _read_utterances(path: Path, folder: Path) -> list[Utterance]:
             tags=tuple(tags),
             speaker=str(speaker) if speaker is not None else None,
             reference=ref_path,
+            speaker_prompt=prompts.get(str(speaker)) if speaker is not None else None,
         ))
     if not out:
         raise EvalkitError(f"{path}: the suite has no utterances")
@@ -147,7 +165,10 @@ def _digest(header: dict, utterances: list[Utterance]) -> str:
     h.update(json.dumps(head, sort_keys=True, ensure_ascii=False).encode())
     for u in utterances:
         ref = hashlib.sha256(u.reference.read_bytes()).hexdigest() if u.reference else None
+        prompt = hashlib.sha256(u.speaker_prompt.read_bytes()).hexdigest() if u.speaker_prompt else None
         rec = {"id": u.id, "text": u.text, "speaker": u.speaker, "reference": ref}
+        if prompt:  # only suites with prompts carry the key: older digests stay as they were
+            rec["speaker_prompt"] = prompt
         h.update(b"\n" + json.dumps(rec, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()
 

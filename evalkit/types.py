@@ -28,6 +28,7 @@ class Utterance:
     tags: tuple[str, ...] = ()
     speaker: str | None = None
     reference: Path | None = None
+    speaker_prompt: Path | None = None  # a clip of the target speaker (suite header `speakers:`)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ Metric card
 - spk_sim: cosine similarity of GE2E speaker embeddings (resemblyzer's VoiceEncoder, weights
   shipped inside the package) of the output and the reference, in [-1, 1]; resemblyzer's own
   preprocessing (volume normalization, webrtcvad silence trimming) is applied to both.
-Direction: higher is better. Needs: reference audio (the same utterance by the target speaker,
-or any clip of that speaker). Known answers: identical clip -> 1.0; the same voice on another
+Direction: higher is better. Needs: reference audio (the same utterance by the target speaker),
+or else the speaker's prompt clip from the suite header (`speakers:`; any clip of the speaker). Known answers: identical clip -> 1.0; the same voice on another
 sentence scores above a different voice on the same sentence. Clips with under 0.5 s of
 speech after trimming: NaN with a note.
 """
@@ -36,6 +36,7 @@ class SpeakerSimilarity:
     sample_rate = 16000
     needs_transcript = False
     needs_reference = True
+    accepts_speaker_prompt = True  # any clip of the target speaker will do, not only this sentence
     higher_is_better = {"spk_sim": True}
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:

@@ -262,3 +262,32 @@ def test_reference_metrics_without_references_are_skipped_with_a_reason(tmp_path
     row = json.loads((out / "utterances.jsonl").read_text().splitlines()[0])
     assert row["pesq_wb"] is None and "pesq: no reference audio" in row["notes"]
     assert row["failure"] is None
+
+
+def test_speaker_prompt_from_the_suite_drives_speaker_similarity(tmp_path, sqlite_uri, capsys, asr, piper):
+    """A suite naming a prompt clip per speaker: spk_sim runs by default and tells voices apart."""
+    import soundfile as sf
+
+    from evalkit.types import SynthesisRequest
+
+    folder = tmp_path / "with-speakers"
+    (folder / "speakers").mkdir(parents=True)
+    prompt = piper.synthesize([SynthesisRequest("p", "This is how my voice sounds on an ordinary day.", "en")])[0]
+    sf.write(folder / "speakers" / "joe.wav", prompt.samples, prompt.sample_rate)
+    (folder / "suite.yaml").write_text("name: en-speakers\nversion: 1\nlanguage: en\ndescription: prompts\n"
+                                       "utterances: u.jsonl\nspeakers:\n  joe: speakers/joe.wav\n")
+    texts = ["Please close the window before you leave.", "The train was late again this morning."]
+    (folder / "u.jsonl").write_text("".join(json.dumps({"id": f"s{i}", "text": t, "speaker": "joe"}) + "\n"
+                                            for i, t in enumerate(texts)))
+    sims = {}
+    for model in ("piper:joe", "espeak:en-us"):
+        out = tmp_path / model.replace(":", "-")
+        code, _, stderr = run_in_process(capsys, "run", "--suite", str(folder), model, "--out", str(out),
+                                         "--tracking-uri", sqlite_uri)
+        assert code == 0, stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert "spk_sim" in summary["metrics"] and "mel_dtw" not in summary["metrics"]
+        sims[model] = summary["aggregates"]["spk_sim/mean"]
+    print("spk_sim against the joe prompt:", sims)
+    assert sims["piper:joe"] > 0.75
+    assert sims["piper:joe"] > sims["espeak:en-us"] + 0.1
