@@ -23,7 +23,8 @@ suites_app = typer.Typer(help="List built-in suites, or show one.", invoke_witho
 app.add_typer(suites_app, name="suites")
 asr_app = typer.Typer(help="ASR engines and the models they can load offline.", no_args_is_help=True)
 app.add_typer(asr_app, name="asr")
-out = Console()
+# Not a terminal (CI logs, pipes): wide enough that names are never cut to "intelligibi…".
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 

@@ -54,13 +54,21 @@ class SpeechServer:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                     n = server.calls[text]
+                self.counted = True
                 try:
                     self.answer(text, n)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and left
                 finally:
-                    with server.lock:
+                    self.uncount()
+
+            def uncount(self):
+                # Before the body goes out: once the client has it, it may send its next request
+                # before this thread runs again, which would count one request too many.
+                with server.lock:
+                    if self.counted:
                         server.active -= 1
+                        self.counted = False
 
             def answer(self, text, n):
                 if self.path != "/v1/audio/speech":
@@ -79,6 +87,7 @@ class SpeechServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self.uncount()
                 self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
