@@ -105,14 +105,6 @@ class Evaluation:
     rows: list[Row]
     counts: Counts
 
-    @property
-    def transcripts_cached(self) -> int:
-        return self.counts.transcripts_cached
-
-    @property
-    def transcripts_computed(self) -> int:
-        return self.counts.transcripts_computed
-
 
 def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics: Sequence[Metric],
              out_dir: Path, progress: Progress | None = None,
@@ -165,7 +157,7 @@ def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_d
 
     for batch in _chunks(states, size):
         requests = [SynthesisRequest(s.utterance.id, s.utterance.text, language, s.utterance.speaker) for s in batch]
-        for s, outcome in zip(batch, _isolated(timed, requests)):
+        for s, outcome in zip(batch, _isolated(timed, requests), strict=True):
             if isinstance(outcome, BaseException):
                 s.failure = f"synthesis failed: {_one_line(outcome)}"
             else:
@@ -200,7 +192,7 @@ def transcribe(states: list[_State], asr: ASRBackend, language: str, counts: Cou
             todo.append(s)
     for batch in _chunks(todo, ASR_BATCH):
         clips = [s.audio_at(ASR_SAMPLE_RATE) for s in batch]
-        for s, outcome in zip(batch, _isolated(_one_each(lambda a: asr.transcribe(a, language)), clips)):
+        for s, outcome in zip(batch, _isolated(_one_each(lambda a: asr.transcribe(a, language)), clips), strict=True):
             if isinstance(outcome, BaseException):
                 s.notes.append(f"asr failed: {_one_line(outcome)}")
                 continue
@@ -270,7 +262,7 @@ def score(states: list[_State], metric: Metric, language: str, counts: Counts) -
             reference_audio=(s.clip_at(s.reference_for(metric), metric.sample_rate)
                              if metric.needs_reference else None),
         ) for s in batch]
-        for s, outcome in zip(batch, _isolated(_one_each(metric.score), items)):
+        for s, outcome in zip(batch, _isolated(_one_each(metric.score), items), strict=True):
             if isinstance(outcome, BaseException):  # not cached: a crash may be transient
                 _accept_score(s, Score(dict.fromkeys(metric.higher_is_better, math.nan),
                                        f"{metric.name} failed: {_one_line(outcome)}"))

@@ -52,3 +52,32 @@ def test_aggregate_ignores_nan_and_knows_percentiles():
     assert agg["cer/median"] == pytest.approx(0.15)
     assert agg["cer/p90"] == pytest.approx(0.27)
     assert agg["failures/count"] == 0
+
+
+class SaysSomethingElse:
+    """Real Piper speech of a given text, whatever the suite asked for: a model that drops a word."""
+
+    name = "says-something-else"
+    batch_size = 1
+
+    def __init__(self, piper, spoken: dict[str, str]):
+        self.piper, self.spoken = piper, spoken
+
+    def synthesize(self, requests):
+        from evalkit.types import SynthesisRequest
+
+        return self.piper.synthesize([SynthesisRequest(r.utterance_id, self.spoken[r.utterance_id], r.language)
+                                      for r in requests])
+
+
+def test_known_answers_on_real_audio(tmp_path, piper, asr):
+    """Identical speech scores 0; speech with one word left out scores exactly one deletion."""
+    full = "The old man sat on the red bench in the park."
+    suite = Suite("t", "1", "en", "test", (Utterance("same", full), Utterance("dropped", full)), "d", "mem")
+    adapter = SaysSomethingElse(piper, {"same": full, "dropped": full.replace(" red", "")})
+    rows = {r.utterance_id: r for r in pipeline.evaluate(suite, adapter, asr, [Intelligibility()], tmp_path).rows}
+    assert rows["same"].values["cer"] == 0.0 and rows["same"].values["wer"] == 0.0
+    dropped = rows["dropped"].values
+    assert (dropped["word_sub"], dropped["word_del"], dropped["word_ins"]) == (0, 1, 0)
+    assert dropped["wer"] == pytest.approx(1 / len(full.split()))
+    assert dropped["char_del"] == 4 and dropped["cer"] == pytest.approx(4 / len("the old man sat on the red bench in the park"))
