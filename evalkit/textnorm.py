@@ -4,9 +4,12 @@ Rules (bump VERSION whenever one changes: it is part of every run's provenance):
 1. Unicode NFKC: composes Hangul syllables (NFC) and folds full-width and compatibility forms
    (ＡＢＣ -> ABC, ㎞ -> km).
 2. Case folding.
-   Korean only: digits, units and number symbols are read aloud as Hangul with the counter
-   rules of evalkit.korean_numbers (3개 -> 세 개, 2024년 -> 이천이십사 년), before punctuation
-   goes, so a correct reading written differently is not an error and a wrong one still is.
+   Korean: digits, units and number symbols are read aloud as Hangul with the counter rules
+   of evalkit.korean_numbers (3개 -> 세 개, 2024년 -> 이천이십사 년). English: numbers, money,
+   times, dates, units and common abbreviations are read aloud as words by
+   evalkit.english_numbers (3 -> three, $12.50 -> twelve dollars fifty, Dr. -> doctor). Both
+   run before punctuation goes, so a correct reading written differently is not an error
+   and a wrong one still is.
 3. Thousands separators inside numbers are dropped (1,500 -> 1500): ASR writes both.
 4. Apostrophes inside words are dropped (don't -> dont); every other punctuation mark or symbol
    becomes a space. Digits, letters of every script and spaces survive.
@@ -25,10 +28,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from . import korean_numbers
+from . import english_numbers, korean_numbers
 
-# The Korean number reader is part of the normalizer: its version is part of this one.
-VERSION = f"2+ko{korean_numbers.VERSION}"
+# The number readers are part of the normalizer: their versions are part of this one.
+VERSION = f"3+ko{korean_numbers.VERSION}+en{english_numbers.VERSION}"
 
 SPACE_FREE_CER = frozenset({"ko", "ja", "zh", "th"})
 FOLD_DIACRITICS = frozenset({"en"})
@@ -42,6 +45,8 @@ def normalize(text: str, language: str) -> str:
     s = unicodedata.normalize("NFKC", text).casefold()
     if language == "ko":
         s = korean_numbers.read_numbers(s)
+    elif language == "en":
+        s = english_numbers.read_numbers(s)
     s = _THOUSANDS.sub("", s)
     s = _APOSTROPHE.sub("", s)
     if language in FOLD_DIACRITICS:

@@ -8,7 +8,7 @@ from evalkit.textnorm import cer_form, normalize
 @pytest.mark.parametrize("text, expected", [
     ("Hello, World!", "hello world"),
     ("Don't stop—now.", "dont stop now"),
-    ("It costs 1,500 dollars.", "it costs 1500 dollars"),
+    ("It costs 1,500 dollars.", "it costs one thousand five hundred dollars"),
     ("  many   spaces\there ", "many spaces here"),
     ("ＡＢＣ　ｄｅｆ", "abc def"),  # full-width letters and the ideographic space
     ("Café au lait?", "cafe au lait"),
@@ -65,5 +65,7 @@ def test_korean_wrong_reading_stays_an_error():
     assert cer_form(normalize("3개", "ko"), "ko") != cer_form(normalize("삼 개", "ko"), "ko")
 
 
-def test_english_digits_untouched_by_the_korean_reader():
-    assert normalize("3 apples", "en") == "3 apples"
+def test_each_language_gets_its_own_number_reader():
+    assert normalize("3 apples", "en") == "three apples"
+    assert normalize("3개", "ko") == "세 개"
+    assert normalize("3 pommes", "fr") == "3 pommes"  # no reader: digits stay digits on both sides
