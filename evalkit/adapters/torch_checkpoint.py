@@ -18,7 +18,6 @@ from inside the checkpoint, which is the thing not yet trusted).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
