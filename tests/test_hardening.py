@@ -17,9 +17,14 @@ from conftest import run_cli
 
 
 def start_run(out: Path, uri: str, limit: int = 16) -> subprocess.Popen:
+    """The real command, with a cache of its own (shared by reruns in the same test): these tests
+    interrupt a run while it works, and transcripts cached by earlier tests would let it finish
+    before anything could interrupt it."""
+    env = dict(os.environ, EVALKIT_CACHE=str(out.parent / "cache"))
     return subprocess.Popen([sys.executable, "-m", "evalkit", "run", "--suite", "en-base", "espeak:en-us",
                              "--limit", str(limit), "--metrics", "intelligibility", "--out", str(out),
-                             "--tracking-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--tracking-uri", uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
 
 
 def wait_for_rows(out: Path, proc: subprocess.Popen, n: int, timeout: float = 300) -> int:
@@ -48,7 +53,8 @@ def test_kill_then_resume_redoes_only_what_was_in_flight(tmp_path, sqlite_uri):
     saved = (out / "progress.jsonl").read_text().count("\n")
     assert 8 <= saved < 16 and not (out / "summary.json").exists()
 
-    done = run_cli("run", "--resume", str(out))
+    done = subprocess.run([sys.executable, "-m", "evalkit", "run", "--resume", str(out)], capture_output=True,
+                          text=True, env=dict(os.environ, EVALKIT_CACHE=str(out.parent / "cache")))
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_utterances"] == saved
@@ -139,7 +145,7 @@ def test_mlflow_server_that_goes_away_mid_run_loses_nothing(tmp_path):
     port = int(uri.rsplit(":", 1)[1])
     out = tmp_path / "orphan"
     try:
-        proc = start_run(out, uri, limit=10)
+        proc = start_run(out, uri, limit=32)  # long enough to still be working when the server is gone
         wait_for_rows(out, proc, 1)
         stop_mlflow_server(server)
         stdout, stderr = proc.communicate(timeout=600)
@@ -147,7 +153,7 @@ def test_mlflow_server_that_goes_away_mid_run_loses_nothing(tmp_path):
         stop_mlflow_server(server)
     assert proc.returncode == 3, stderr
     assert "unreachable" in stderr and f"evalkit sync {out}" in stderr and "Traceback" not in stderr
-    assert len(finished_ids(out)) == 10 and len(list((out / "audio").glob("*.wav"))) == 10
+    assert len(finished_ids(out)) == 32 and len(list((out / "audio").glob("*.wav"))) == 32
 
     server, uri = start_mlflow_server(root, port)  # the same server comes back
     try:
@@ -155,7 +161,7 @@ def test_mlflow_server_that_goes_away_mid_run_loses_nothing(tmp_path):
         assert synced.returncode == 0, synced.stderr
         client = MlflowClient(tracking_uri=uri)
         runs = client.search_runs([client.get_experiment_by_name("evalkit-en-base").experiment_id])
-        assert len(runs) == 1 and runs[0].data.metrics["utterances/count"] == 10
-        assert len(client.list_artifacts(runs[0].info.run_id, "audio")) == 10
+        assert len(runs) == 1 and runs[0].data.metrics["utterances/count"] == 32
+        assert len(client.list_artifacts(runs[0].info.run_id, "audio")) == 32
     finally:
         stop_mlflow_server(server)
