@@ -182,9 +182,12 @@ def transcribe(states: list[_State], asr: ASRBackend, language: str, counts: Cou
     """Transcribe each clip once per (audio, ASR settings, language), ever: results are cached by
     content (backends load their model on first use, so a fully cached run never loads it)."""
     store = cache_mod.JsonCache("transcripts")
+    info = asr.describe()  # once per chunk, not twice per utterance
+    settings = info.get("settings_digest") or repr(sorted(info.items()))
+    keys = {id(s): cache_mod.key("transcript", s.digest("audio"), settings, language) for s in states}
     todo = []
     for s in states:
-        hit = store.get(_transcript_key(s, asr, language))
+        hit = store.get(keys[id(s)])
         if hit is not None:
             _accept_transcript(s, Transcript(hit["text"], language), language)
             counts.transcripts_cached += 1
@@ -196,15 +199,9 @@ def transcribe(states: list[_State], asr: ASRBackend, language: str, counts: Cou
             if isinstance(outcome, BaseException):
                 s.notes.append(f"asr failed: {_one_line(outcome)}")
                 continue
-            store.put(_transcript_key(s, asr, language), {"text": outcome.text})
+            store.put(keys[id(s)], {"text": outcome.text})
             _accept_transcript(s, outcome, language)
             counts.transcripts_computed += 1
-
-
-def _transcript_key(s: _State, asr: ASRBackend, language: str) -> str:
-    info = asr.describe()
-    settings = info.get("settings_digest") or repr(sorted(info.items()))
-    return cache_mod.key("transcript", s.digest("audio"), settings, language)
 
 
 def _accept_transcript(s: _State, transcript: Transcript, language: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 
 from .. import plugins
@@ -16,3 +18,14 @@ def resolve(spec: str = DEFAULT, device: str = "cpu") -> ASRBackend:
     engine, _, model = spec.partition(":")
     cls = plugins.load(plugins.ASR, engine)
     return cls(model or "base", device)
+
+
+def description(engine: str, model: str, model_sha256: str, device: str, options: dict,
+                weights_sha256: str | None = None, **extra: str) -> dict[str, str]:
+    """A backend's describe(): provenance plus `settings_digest`, the one string that says
+    whether two runs' transcripts are comparable (engine, the exact weights, decoding options).
+    `weights_sha256` names the file actually loaded when it differs from the model digest."""
+    options_json = json.dumps(options, sort_keys=True)
+    digest = hashlib.sha256(f"{engine}|{weights_sha256 or model_sha256}|{options_json}".encode()).hexdigest()[:16]
+    return {"engine": engine, "model": model, "model_sha256": model_sha256, **extra, "device": device,
+            "options": options_json, "settings_digest": digest}

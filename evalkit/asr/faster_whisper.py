@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -123,13 +122,7 @@ class FasterWhisperASR:
         return out
 
     def describe(self) -> dict[str, str]:
-        options = dict(DECODE_OPTIONS, compute_type=self.compute_type)
-        return {
-            "engine": self.name,
-            "model": self.model_name,
-            "model_sha256": self.model_sha256,
-            "device": self.device,
-            "options": json.dumps(options, sort_keys=True),
-            "settings_digest": hashlib.sha256(
-                f"{self.name}|{self.model_sha256}|{json.dumps(options, sort_keys=True)}".encode()).hexdigest()[:16],
-        }
+        from . import description
+
+        return description(self.name, self.model_name, self.model_sha256, self.device,
+                           dict(DECODE_OPTIONS, compute_type=self.compute_type))

@@ -16,8 +16,6 @@ through `whisper.transcribe` itself.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -180,17 +178,11 @@ class OpenAIWhisperASR:
         return [Transcript(text=t, language=language) for t in texts]
 
     def describe(self) -> dict[str, str]:
-        options = dict(DECODE_OPTIONS, fp16=self.fp16)
-        return {
-            "engine": self.name,
-            "model": self.model_name,
-            "model_sha256": self.model_sha256,
-            "checkpoint_sha256": self.checkpoint_sha256,
-            "device": self.device,
-            "options": json.dumps(options, sort_keys=True),
-            "settings_digest": hashlib.sha256(
-                f"{self.name}|{self.checkpoint_sha256}|{json.dumps(options, sort_keys=True)}".encode()).hexdigest()[:16],
-        }
+        from . import description
+
+        return description(self.name, self.model_name, self.model_sha256, self.device,
+                           dict(DECODE_OPTIONS, fp16=self.fp16), weights_sha256=self.checkpoint_sha256,
+                           checkpoint_sha256=self.checkpoint_sha256)
 
 
 def _text(tokenizer, tokens: list[int]) -> str:
