@@ -73,6 +73,9 @@ def run(
                    "or an MLflow run id; default: the suite's own references."),
     resume: Optional[Path] = typer.Option(
         None, help="Finish the unfinished run in this folder, with the configuration it started with."),
+    workers: Optional[int] = typer.Option(
+        None, min=0, help="Metric worker processes beside the main one; default: one per core beyond "
+                          "the first (at most 4); 0 scores everything in the main process. Never changes a value."),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
@@ -93,10 +96,39 @@ def run(
         suite=suite, model=model, adapter=adapter, asr=asr,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
-        experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run,
+        experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run, workers=workers,
     )
     with _progress() as p:
         result = run_eval(config, _RichProgress(p))
+    _report(result)
+
+
+@app.command()
+def rescore(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (holding summary.json and audio/)."),
+    add: List[str] = typer.Option([], help="A metric to add to the run's own (repeatable)."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics replacing the run's own."),
+    reference_run: Optional[str] = typer.Option(None, help="Reference audio, as for `evalkit run`; default: the run's."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="New run folder; default: RUN_DIR-rescored-<time>."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the run's."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the run's."),
+    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Metric worker processes, as for `evalkit run`."),
+) -> None:
+    """Score a finished run's saved audio again, with more or other metrics, as a new run.
+
+    Nothing is synthesized and cached transcripts and values are reused: adding one metric
+    computes only that metric."""
+    from .runner import rescore as rescore_eval
+
+    if not add and not metrics:
+        raise EvalkitError("evalkit rescore needs --add METRIC or --metrics LIST")
+    with _progress() as p:
+        result = rescore_eval(
+            run_dir, add=tuple(a.strip() for a in add if a.strip()),
+            metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+            out_dir=out_dir, reference_run=reference_run, tracking_uri=tracking_uri, experiment=experiment,
+            tags=_parse_tags(tag), workers=workers, progress=_RichProgress(p))
     _report(result)
 
 

@@ -1,8 +1,9 @@
 """One evaluation: synthesize -> check -> transcribe once -> score -> aggregate.
 
 Utterances stream through in chunks: each chunk is synthesized (the next chunk's synthesis
-overlaps this chunk's scoring on a worker thread), transcribed, scored by every metric, and
-handed to `on_rows` as finished rows, so a crash loses at most the chunk in flight. Every
+overlaps this chunk's scoring on a thread), transcribed, scored by every metric (audio-only
+ones in worker processes, see evalkit.workers), and handed to `on_rows` as finished rows, so a
+crash loses at most the two chunks in flight. Every
 stage is a function of its inputs (no global state). A failure inside a stage becomes a
 recorded failure of that utterance, never a lost run: batches that raise are retried one
 utterance at a time. Transcripts and metric values are cached by content, so re-scoring
@@ -12,24 +13,26 @@ recomputes only what changed.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import audio as audio_mod
 from . import cache as cache_mod
 from . import textnorm
+from . import workers as workers_mod
+from .isolation import chunks, compute_scores, isolated, one_each, one_line
 from .protocols import ASRBackend, Metric, TTSAdapter
 from .types import Audio, Row, Score, ScoringItem, Suite, SynthesisRequest, Transcript, Utterance
 
 ASR_SAMPLE_RATE = 16000
 ASR_BATCH = 8
-METRIC_BATCH = 16
-CHUNK = 8  # utterances in flight: what a crash can cost
+CHUNK = 8  # utterances per step; at most two chunks are in flight, which is what a crash can cost
 
 
 class Progress:
@@ -101,47 +104,106 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """A finished run's clips, scored again instead of synthesized (`evalkit rescore`)."""
+
+    folder: Path
+    rows: Mapping[str, dict]  # utterance id -> its row in the run's utterances.jsonl
+
+
+@dataclass(frozen=True)
 class Evaluation:
     rows: list[Row]
     counts: Counts
 
 
-def evaluate(suite: Suite, adapter: TTSAdapter, asr: ASRBackend | None, metrics: Sequence[Metric],
+def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, metrics: Sequence[Metric],
              out_dir: Path, progress: Progress | None = None,
              references: Mapping[str, Path] | None = None,
              on_rows: Callable[[list[Row]], None] | None = None,
-             skip: frozenset[str] = frozenset()) -> Evaluation:
-    """Evaluate every utterance of `suite` not in `skip`; finished rows go to `on_rows` chunk by chunk."""
+             skip: frozenset[str] = frozenset(), workers: int | None = None,
+             recorded: Recorded | None = None) -> Evaluation:
+    """Evaluate every utterance of `suite` not in `skip`; finished rows go to `on_rows` chunk by chunk.
+
+    Per chunk, on three lanes: the next chunk synthesizes on a thread; audio-only metrics that
+    are process-safe score this chunk in `workers` worker processes (default: one per core
+    beyond the first; 0 scores everything here); this process transcribes it and scores the
+    rest. A chunk's rows are finished while the next chunk is transcribed, so the pool's work
+    overlaps Whisper's. With `recorded`, clips come from that run instead of `adapter`."""
     progress = progress or Progress()
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     states = [_State(u) for u in suite.utterances if u.id not in skip]
-    chunks = list(_chunks(states, CHUNK))
+    chunk_list = list(chunks(states, CHUNK))
     counts = Counts()
     rows: list[Row] = []
     needs_transcript = asr is not None and any(m.needs_transcript for m in metrics)
+    pooled = workers_mod.pooled(metrics)
+    local = [m for m in metrics if m not in pooled]
+    pool = _metric_pool(pooled, workers, recorded is not None, asr)
+
+    def finish(chunk: list[_State], pending: _Pending) -> None:
+        pending.finish()
+        done = [s.row() for s in chunk]
+        for s in chunk:  # the clip is on disk; keep memory flat over long suites
+            s.audio, s.reference, s.prompt, s._resampled = None, None, None, {}
+        rows.extend(done)
+        if on_rows is not None:
+            on_rows(done)
+        progress.advance(len(chunk))
+
+    def make(chunk: list[_State]) -> None:
+        if recorded is not None:
+            replay(chunk, recorded, audio_dir)
+        else:
+            synthesize(chunk, adapter, suite.language, audio_dir)
+
     progress.start("evaluate", len(states))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-synth") as pool:
-        ahead = pool.submit(synthesize, chunks[0], adapter, suite.language, audio_dir) if chunks else None
-        for i, chunk in enumerate(chunks):
-            ahead.result()
-            if i + 1 < len(chunks):  # the next chunk synthesizes while this one is scored
-                ahead = pool.submit(synthesize, chunks[i + 1], adapter, suite.language, audio_dir)
-            alive = [s for s in chunk if s.failure is None]
-            if any(m.needs_reference for m in metrics):
-                load_references(alive, references or {})
-            if needs_transcript:
-                transcribe(alive, asr, suite.language, counts)
-            for metric in metrics:
-                score(alive, metric, suite.language, counts)
-            done = [s.row() for s in chunk]
-            for s in chunk:  # the clip is on disk; keep memory flat over long suites
-                s.audio, s.reference, s.prompt, s._resampled = None, None, None, {}
-            rows.extend(done)
-            if on_rows is not None:
-                on_rows(done)
-            progress.advance(len(chunk))
+    previous: tuple[list[_State], _Pending] | None = None
+    interrupted = True
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-synth") as synth:
+            ahead = synth.submit(make, chunk_list[0]) if chunk_list else None
+            for i, chunk in enumerate(chunk_list):
+                ahead.result()
+                if i + 1 < len(chunk_list):  # the next chunk synthesizes while this one is scored
+                    ahead = synth.submit(make, chunk_list[i + 1])
+                alive = [s for s in chunk if s.failure is None]
+                if any(m.needs_reference for m in metrics):
+                    load_references(alive, references or {})
+                pending = _Pending(alive, pooled, suite.language, counts, pool)
+                if needs_transcript:
+                    transcribe(alive, asr, suite.language, counts)
+                for metric in local:
+                    score(alive, metric, suite.language, counts)
+                if previous is not None:
+                    finish(*previous)
+                    previous = None
+                if pending.in_flight:  # finished after the next chunk's transcription
+                    previous = (chunk, pending)
+                else:
+                    finish(chunk, pending)
+            if previous is not None:
+                finish(*previous)
+        interrupted = False
+    finally:
+        if pool is not None:
+            pool.close(now=interrupted)
     return Evaluation(rows, counts)
+
+
+def _metric_pool(pooled: list[Metric], workers: int | None, replaying: bool,
+                 asr: ASRBackend | None) -> workers_mod.MetricPool | None:
+    workers = workers_mod.default_workers() if workers is None else workers
+    # One worker only pays off beside work of our own (synthesis, Whisper); a re-score has none,
+    # and spawning a worker there costs more than it saves (20 clips: 11.7 s against 3.5 s).
+    if not pooled or workers < 1 or (replaying and workers == 1):
+        return None
+    if asr is not None and getattr(asr, "threads", 0) is None:
+        # The workers have their cores: Whisper gets the rest (on 2 cores, one Whisper thread
+        # beside one busy worker beat two contending ones: 20 clips end to end 36.5 s against 41.8 s).
+        asr.threads = max(1, workers_mod.cores() - workers)
+    return workers_mod.MetricPool(pooled, workers)
 
 
 def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_dir: Path) -> None:
@@ -149,19 +211,47 @@ def synthesize(states: list[_State], adapter: TTSAdapter, language: str, audio_d
 
     def timed(reqs: list[SynthesisRequest]) -> list[tuple[Audio, float]]:
         t0 = time.perf_counter()
-        clips = _one_each(adapter.synthesize)(reqs)
+        clips = one_each(adapter.synthesize)(reqs)
         seconds = time.perf_counter() - t0
         # A batch's time is shared out by duration: every clip of a batch gets the batch's RTF.
         total = sum(c.duration for c in clips)
         return [(c, seconds * c.duration / total if total > 0 else seconds / len(clips)) for c in clips]
 
-    for batch in _chunks(states, size):
+    for batch in chunks(states, size):
         requests = [SynthesisRequest(s.utterance.id, s.utterance.text, language, s.utterance.speaker) for s in batch]
-        for s, outcome in zip(batch, _isolated(timed, requests), strict=True):
+        for s, outcome in zip(batch, isolated(timed, requests), strict=True):
             if isinstance(outcome, BaseException):
-                s.failure = f"synthesis failed: {_one_line(outcome)}"
+                s.failure = f"synthesis failed: {one_line(outcome)}"
             else:
                 _accept_audio(s, *outcome, audio_dir)
+
+
+# What the synthesis stage records per utterance: carried over unchanged when a run is re-scored.
+SYNTHESIS_KEYS = ("duration_s", "peak", "clip_ratio", "lead_silence_s", "trail_silence_s", "synth_seconds", "rtf")
+
+
+def replay(states: list[_State], recorded: Recorded, audio_dir: Path) -> None:
+    """The synthesis stage of a re-score: each clip, its synthesis facts and any synthesis failure
+    exactly as the recorded run saved them (the saved wav is the very samples it scored)."""
+    for s in states:
+        row = recorded.rows.get(s.utterance.id)
+        if row is None:
+            s.failure = "not in the recorded run"
+            continue
+        s.values.update({k: math.nan if row[k] is None else float(row[k]) for k in SYNTHESIS_KEYS if k in row})
+        if row.get("failure"):
+            s.failure = row["failure"]
+            continue
+        source = recorded.folder / row["audio"]
+        try:
+            s.audio = audio_mod.read_wav(source)
+            shutil.copyfile(source, audio_dir / source.name)
+        except OSError:
+            raise
+        except Exception as exc:  # a damaged wav costs its utterance, not the re-score
+            s.audio, s.failure = None, f"recorded audio unreadable: {one_line(exc)}"
+            continue
+        s.audio_path = str(Path("audio") / source.name)
 
 
 def _accept_audio(s: _State, clip: Audio, seconds: float, audio_dir: Path) -> None:
@@ -193,11 +283,11 @@ def transcribe(states: list[_State], asr: ASRBackend, language: str, counts: Cou
             counts.transcripts_cached += 1
         else:
             todo.append(s)
-    for batch in _chunks(todo, ASR_BATCH):
+    for batch in chunks(todo, ASR_BATCH):
         clips = [s.audio_at(ASR_SAMPLE_RATE) for s in batch]
-        for s, outcome in zip(batch, _isolated(_one_each(lambda a: asr.transcribe(a, language)), clips), strict=True):
+        for s, outcome in zip(batch, isolated(one_each(lambda a: asr.transcribe(a, language)), clips), strict=True):
             if isinstance(outcome, BaseException):
-                s.notes.append(f"asr failed: {_one_line(outcome)}")
+                s.notes.append(f"asr failed: {one_line(outcome)}")
                 continue
             store.put(keys[id(s)], {"text": outcome.text})
             _accept_transcript(s, outcome, language)
@@ -220,7 +310,7 @@ def load_references(states: list[_State], references: Mapping[str, Path]) -> Non
             try:
                 clip = audio_mod.read_wav(path)
             except Exception as exc:  # one unreadable file costs one utterance its reference metrics
-                s.notes.append(f"{which} unreadable: {_one_line(exc)}")
+                s.notes.append(f"{which} unreadable: {one_line(exc)}")
                 continue
             failure, _ = audio_mod.check(clip)
             if failure:
@@ -230,6 +320,43 @@ def load_references(states: list[_State], references: Mapping[str, Path]) -> Non
 
 
 def score(states: list[_State], metric: Metric, language: str, counts: Counts) -> None:
+    """Score `states` with `metric` in this process (cache first)."""
+    todo, keys = _from_cache(states, metric, language, counts)
+    _store(todo, keys, metric, compute_scores(metric, _items(todo, metric, language)), counts)
+
+
+class _Pending:
+    """Pooled metrics' work for one chunk: cache hits are applied at once, misses are scored by
+    the worker pool (or here, without one) and applied by `finish`."""
+
+    def __init__(self, states: list[_State], metrics: Sequence[Metric], language: str, counts: Counts,
+                 pool: workers_mod.MetricPool | None):
+        self.counts, self.pool = counts, pool
+        self.work = []  # (metric index, states to score, their cache keys)
+        for i, metric in enumerate(metrics):
+            todo, keys = _from_cache(states, metric, language, counts)
+            if todo:
+                self.work.append((i, todo, keys))
+        self.jobs = [(i, _items(todo, metrics[i], language)) for i, todo, _ in self.work]
+        self.metrics = metrics
+        self.parts = pool.submit(self.jobs) if self.jobs and pool is not None and pool.usable else None
+        if self.parts is None:
+            self.outcomes = [compute_scores(metrics[i], items) for i, items in self.jobs]
+
+    @property
+    def in_flight(self) -> bool:
+        return self.parts is not None
+
+    def finish(self) -> None:
+        if not self.jobs:
+            return
+        outcomes = self.outcomes if self.parts is None else self.pool.collect(self.jobs, self.parts)
+        for (i, todo, keys), results in zip(self.work, outcomes, strict=True):
+            _store(todo, keys, self.metrics[i], results, self.counts)
+
+
+def _from_cache(states: list[_State], metric: Metric, language: str, counts: Counts) -> tuple[list[_State], dict]:
+    """Apply cached values; return the states still to score and every state's cache key."""
     if metric.needs_reference:
         # Skipped with a recorded reason, not handed to the metric: it never sees a missing reference.
         for s in states:
@@ -248,26 +375,32 @@ def score(states: list[_State], metric: Metric, language: str, counts: Counts) -
         _accept_score(s, Score({k: (math.nan if v is None else v) for k, v in hit["values"].items()},
                                hit.get("note"), hit.get("texts", {})))
         counts.scores_cached += 1
-    for batch in _chunks(todo, METRIC_BATCH):
-        items = [ScoringItem(
-            utterance=s.utterance,
-            language=language,
-            audio=s.audio_at(metric.sample_rate),
-            transcript=s.transcript,
-            reference_text_norm=s.texts.get("text_norm"),
-            transcript_norm=s.texts.get("transcript_norm"),
-            reference_audio=(s.clip_at(s.reference_for(metric), metric.sample_rate)
-                             if metric.needs_reference else None),
-        ) for s in batch]
-        for s, outcome in zip(batch, _isolated(_one_each(metric.score), items), strict=True):
-            if isinstance(outcome, BaseException):  # not cached: a crash may be transient
-                _accept_score(s, Score(dict.fromkeys(metric.higher_is_better, math.nan),
-                                       f"{metric.name} failed: {_one_line(outcome)}"))
-                continue
-            store.put(keys[id(s)], {"values": {k: (v if math.isfinite(v) else None) for k, v in outcome.values.items()},
-                                    "note": outcome.note, "texts": dict(outcome.texts)})
-            _accept_score(s, outcome)
-            counts.scores_computed += 1
+    return todo, keys
+
+
+def _items(states: list[_State], metric: Metric, language: str) -> list[ScoringItem]:
+    return [ScoringItem(
+        utterance=s.utterance,
+        language=language,
+        audio=s.audio_at(metric.sample_rate),
+        transcript=s.transcript,
+        reference_text_norm=s.texts.get("text_norm"),
+        transcript_norm=s.texts.get("transcript_norm"),
+        reference_audio=(s.clip_at(s.reference_for(metric), metric.sample_rate)
+                         if metric.needs_reference else None),
+    ) for s in states]
+
+
+def _store(states: list[_State], keys: dict, metric: Metric, outcomes: Sequence[Score | str], counts: Counts) -> None:
+    store = cache_mod.JsonCache("scores")
+    for s, outcome in zip(states, outcomes, strict=True):
+        if isinstance(outcome, str):  # not cached: a crash may be transient
+            _accept_score(s, Score(dict.fromkeys(metric.higher_is_better, math.nan), outcome))
+            continue
+        store.put(keys[id(s)], {"values": {k: (v if math.isfinite(v) else None) for k, v in outcome.values.items()},
+                                "note": outcome.note, "texts": dict(outcome.texts)})
+        _accept_score(s, outcome)
+        counts.scores_computed += 1
 
 
 def _accept_score(s: _State, score_: Score) -> None:
@@ -284,46 +417,6 @@ def _score_key(s: _State, metric: Metric, language: str) -> str:
     return cache_mod.key("score", type(metric).__module__, type(metric).__qualname__, metric.name, metric.version,
                          repr(options), str(metric.sample_rate), language, s.digest("audio"),
                          s.digest(s.reference_for(metric)) if metric.needs_reference else "", *texts)
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _one_each(fn: Callable[[list[T]], Sequence[R]]) -> Callable[[list[T]], Sequence[R]]:
-    """A plug-in's batch call, refusing an answer that does not pair one result with each input."""
-    def call(items: list[T]) -> Sequence[R]:
-        result = fn(items)
-        if len(result) != len(items):
-            raise RuntimeError(f"{getattr(fn, '__qualname__', fn)} returned {len(result)} results for {len(items)} inputs")
-        return result
-    return call
-
-
-def _isolated(fn: Callable[[list[T]], Sequence[R]], items: list[T]) -> list[R | Exception]:
-    """fn over the whole batch; if that raises, fn once per item, so one bad item fails alone."""
-    try:
-        return list(fn(items))
-    except Exception as exc:
-        if len(items) == 1:
-            return [exc]
-    out: list[R | Exception] = []
-    for item in items:
-        try:
-            out.extend(fn([item]))
-        except Exception as exc:  # recorded per utterance, on purpose
-            out.append(exc)
-    return out
-
-
-def _chunks(seq: Sequence[T], size: int) -> Iterable[list[T]]:
-    for i in range(0, len(seq), size):
-        yield list(seq[i:i + size])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def aggregate(rows: Sequence[Row], metrics: Sequence[Metric] = ()) -> dict[str, float]:

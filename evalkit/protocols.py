@@ -63,7 +63,9 @@ class Metric(Protocol):
     `accepts_speaker_prompt` (a reference-based metric that may compare with the suite's
     speaker prompt when an utterance has no reference of its own), `counts`
     (keys the core sums instead of taking mean/median/p90) and `corpus`
-    ({rate: ((numerator keys...), denominator key)}: the core reports `rate/corpus`).
+    ({rate: ((numerator keys...), denominator key)}: the core reports `rate/corpus`),
+    `process_safe` (True: a picklable instance whose `score` is a pure function of its items,
+    which may then run in the metric worker pool; only for metrics that need no transcript).
     """
 
     name: str

@@ -10,7 +10,7 @@ While a run is in progress the folder holds instead:
     OUT/run.json            the resolved configuration, written first (what --resume reruns)
     OUT/progress.jsonl      finished rows, appended and synced chunk by chunk
 
-so a run killed at any moment loses at most the chunk in flight. Tracking (MLflow) reads
+so a run killed at any moment loses at most the chunks in flight. Tracking (MLflow) reads
 only the finished folder, so a run whose upload failed can be sent later.
 """
 

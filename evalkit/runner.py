@@ -32,6 +32,8 @@ class RunConfig:
     experiment: str | None = None  # None: "evalkit-<suite name>"
     tags: Mapping[str, str] = field(default_factory=dict)
     reference_run: str | None = None  # a run folder, wav folder or MLflow run id; None: the suite's refs
+    workers: int | None = None  # metric worker processes; None: evalkit.workers.default_workers()
+    audio_from: str | None = None  # a finished run folder whose saved clips are scored (evalkit rescore)
 
 
 @dataclass(frozen=True)
@@ -89,16 +91,18 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
         record.append_rows(out_dir, rows)
         saved[0] += len(rows)
 
+    recorded, source = _recorded(config, suite) if config.audio_from else (None, None)
     asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
-    adapter = adapters.resolve(config.model, config.adapter, device)
+    adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
     try:
         _prepare_out(out_dir)
         record.write_run(out_dir, {"config": _config_dict(config), "suite_digest": suite.digest})
         evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress,
                                        refs.paths if refs else None,
                                        on_rows=save,
-                                       skip=frozenset(r.utterance_id for r in previous))
-        model_info = dict(adapter.describe())
+                                       skip=frozenset(r.utterance_id for r in previous),
+                                       workers=config.workers, recorded=recorded)
+        model_info = dict(adapter.describe()) if adapter is not None else dict(source["model"])
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {saved[0]} of {len(suite.utterances)} utterances are saved in "
                           f"{out_dir}; finish them with: evalkit run --resume {out_dir}") from None
@@ -106,16 +110,20 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
         raise EvalkitError(f"cannot write to {out_dir} ({exc.strerror or exc}): {saved[0]} utterances "
                            f"are saved; fix that and finish with: evalkit run --resume {out_dir}") from None
     finally:
-        adapter.close()
+        if adapter is not None:
+            adapter.close()
     finished = time.time()
     order = {u.id: i for i, u in enumerate(suite.utterances)}
     rows = sorted([*previous, *evaluation.rows], key=lambda r: order[r.utterance_id])
 
     asr_info = dict(asr.describe()) if asr is not None else {}
-    summary = _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows,
+    adapter_name = adapter.name if adapter is not None else source["adapter"]
+    summary = _summary(config, suite, adapter_name, model_info, asr_info, metrics, device, rows,
                        started, finished, uri, experiment, refs)
     summary["cache"] = dataclasses.asdict(evaluation.counts)
     summary["resumed_utterances"] = len(previous)
+    if source is not None:
+        summary["tags"]["evalkit.rescored_from"] = source["run_id"]
     try:
         record.write(out_dir, summary, rows)
         record.finish(out_dir)
@@ -139,6 +147,36 @@ def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResul
     if saved is None:
         raise EvalkitError(f"{out_dir} holds no evalkit run to resume (no {record.RUN})")
     return run(_config_from_dict(saved["config"]), progress)
+
+
+def rescore(source: Path, add: tuple[str, ...] = (), metrics: tuple[str, ...] | None = None,
+            out_dir: Path | None = None, reference_run: str | None = None, tracking_uri: str | None = None,
+            experiment: str | None = None, tags: Mapping[str, str] | None = None, workers: int | None = None,
+            progress: pipeline.Progress | None = None) -> RunResult:
+    """Score a finished run's saved clips again, with `metrics` or with its own metrics plus `add`,
+    into a new run folder: nothing is synthesized (the checkpoint need not exist any more) and
+    the caches give back every transcript and value already computed, so only what is new runs."""
+    summary, _ = record.read(source)
+    saved = record.read_run(source)
+    if saved is None:
+        raise EvalkitError(f"{source} holds no {record.RUN}: not an evalkit run folder")
+    base = _config_from_dict(saved["config"])
+    names = tuple(metrics) if metrics else (*summary["metrics"], *(a for a in add if a not in summary["metrics"]))
+    config = dataclasses.replace(
+        base, metrics=names, audio_from=str(source), workers=workers,
+        out_dir=out_dir or source.with_name(f"{source.name}-rescored-{datetime.now():%Y%m%d-%H%M%S}"),
+        reference_run=reference_run or base.reference_run, tracking_uri=tracking_uri or base.tracking_uri,
+        experiment=experiment or base.experiment, tags={**base.tags, **(tags or {})})
+    return run(config, progress)
+
+
+def _recorded(config: RunConfig, suite) -> tuple[pipeline.Recorded, dict]:
+    folder = Path(config.audio_from)
+    summary, rows = record.read(folder)
+    if summary["suite"]["digest"] != suite.digest:
+        raise EvalkitError(f"{folder} was evaluated on another version of suite {suite.name} (its digest "
+                           f"differs): evaluate the model again instead of re-scoring")
+    return pipeline.Recorded(folder, {r["id"]: r for r in rows}), summary
 
 
 class Interrupted(EvalkitError):
@@ -174,8 +212,8 @@ def _resumable_rows(out_dir: Path, config: RunConfig, suite) -> list:
 
 
 def _comparable(config: dict) -> dict:
-    # Where the run is written and where it is logged do not change its rows.
-    return {k: v for k, v in config.items() if k not in ("out_dir", "tracking_uri", "experiment", "tags")}
+    # Where the run is written and logged, and how many processes score it, do not change its rows.
+    return {k: v for k, v in config.items() if k not in ("out_dir", "tracking_uri", "experiment", "tags", "workers")}
 
 
 def _preflight(uri: str) -> EvalkitError | None:
@@ -197,7 +235,7 @@ def _prepare_out(out_dir: Path) -> None:
         raise EvalkitError(f"output folder {out_dir} is not writable ({exc.strerror or exc})") from None
 
 
-def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows, started, finished,
+def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device, rows, started, finished,
              uri, experiment, refs) -> dict:
     run_id = uuid.uuid4().hex
     metric_info = {m.name: {"version": m.version, "sample_rate": m.sample_rate,
@@ -210,7 +248,7 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "suite_utterances": len(suite.utterances),
         "limit": config.limit,
         "model": config.model,
-        "adapter": adapter.name,
+        "adapter": adapter_name,
         "asr": config.asr if asr_info else "none",
         "asr_options": asr_info.get("options", ""),
         "metrics": ",".join(metric_info),
@@ -228,7 +266,7 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "evalkit.suite_digest": suite.digest,
         "evalkit.model": config.model,
         "evalkit.model_sha256": model_info.get("model_sha256", ""),
-        "evalkit.adapter": adapter.name,
+        "evalkit.adapter": adapter_name,
         "evalkit.asr_engine": asr_info.get("engine", "none"),
         "evalkit.asr_model": asr_info.get("model", "none"),
         "evalkit.asr_model_sha256": asr_info.get("model_sha256", ""),
@@ -248,7 +286,7 @@ def _summary(config, suite, adapter, model_info, asr_info, metrics, device, rows
         "suite": {"name": suite.name, "version": suite.version, "language": suite.language,
                   "digest": suite.digest, "source": suite.source, "utterances": len(suite.utterances)},
         "model": model_info,
-        "adapter": adapter.name,
+        "adapter": adapter_name,
         "asr": asr_info,
         "metrics": metric_info,
         "params": params,

@@ -63,6 +63,7 @@ class MelDTW:
     sample_rate = SAMPLE_RATE
     needs_transcript = False
     needs_reference = True
+    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"mel_dtw": False, "duration_ratio": False}
 
     def __init__(self, dtw: str = "exact", radius: int = 10) -> None:
@@ -87,6 +88,7 @@ class MCD:
     sample_rate = SAMPLE_RATE
     needs_transcript = False
     needs_reference = True
+    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"mcd": False}
 
     def __init__(self, dtw: str = "exact", radius: int = 10, sample_rate: int = SAMPLE_RATE) -> None:

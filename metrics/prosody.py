@@ -50,6 +50,7 @@ class F0:
     sample_rate = SAMPLE_RATE
     needs_transcript = False
     needs_reference = True
+    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"f0_corr": True, "f0_rmse_cents": False, "vuv_error": False}
 
     def __init__(self, f0_method: str = "pyin", dtw: str = "exact", radius: int = 10,

@@ -36,6 +36,7 @@ class SpeakerSimilarity:
     sample_rate = 16000
     needs_transcript = False
     needs_reference = True
+    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     accepts_speaker_prompt = True  # any clip of the target speaker will do, not only this sentence
     higher_is_better = {"spk_sim": True}
 

@@ -5,9 +5,8 @@ and mixed to mono. The core still times every call, so `rtf` and `synth_seconds`
 reading, not a model: ignore them for wavdir runs.
 
 model_sha256 digests every `*.wav` in the folder (names and contents), so re-rendered audio is a
-different model even under the same folder name. A finished run's `audio/` folder works as MODEL
-(re-scoring old audio) as long as the new run writes to another `--out`: the core saves its own
-`audio/<id>.wav` copies there.
+different model even under the same folder name. To score a finished evalkit run again, use
+`evalkit rescore RUN_DIR` instead: it keeps the run's model provenance and synthesis timings.
 """
 
 from __future__ import annotations

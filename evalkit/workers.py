@@ -1,0 +1,150 @@
+"""The metric worker pool: audio-only metrics score in worker processes while the main process
+synthesizes and transcribes, so DNSMOS (the costliest default metric) runs beside Whisper on
+another core instead of after it.
+
+Processes, not threads: DNSMOS, pyin and DTW hold the GIL for much of their time, and ONNX
+Runtime spreading one DNSMOS call over both cores gains only about 10% (measured), while one
+single-threaded session per process leaves the other core to Whisper. A worker runs exactly
+the metric's own `score` on the very samples the main process would have passed: values are
+identical to in-process scoring, and tests/test_workers.py proves it metric by metric.
+
+A metric opts in with `process_safe = True` (a picklable instance whose `score` is a pure
+function of its items); everything else, and everything that needs a transcript, scores in
+the main process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from typing import Sequence
+
+from .isolation import compute_scores, one_line
+from .protocols import Metric
+from .types import Score, ScoringItem
+
+MAX_DEFAULT_WORKERS = 4  # past this, Whisper in the main process is the bottleneck anyway
+
+_in_worker = False
+_metrics: list[Metric] = []
+
+Job = tuple[int, list[ScoringItem]]  # (metric index, items)
+Outcome = Score | str  # a Score, or the one-line reason the metric failed on that item
+Part = tuple[list[int], Future, ProcessPoolExecutor]  # item positions, their future, the pool it runs in
+
+
+def in_worker() -> bool:
+    """Whether this process is a metric worker (a metric may then size its threads to one core)."""
+    return _in_worker
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """One worker per core beyond the first (the main process keeps one for Whisper)."""
+    return max(0, min(cores() - 1, MAX_DEFAULT_WORKERS))
+
+
+def pooled(metrics: Sequence[Metric]) -> list[Metric]:
+    return [m for m in metrics if getattr(m, "process_safe", False) and not m.needs_transcript]
+
+
+class MetricPool:
+    """Worker processes, started on first use, each holding its own copy of `metrics`."""
+
+    def __init__(self, metrics: Sequence[Metric], workers: int):
+        self.metrics = list(metrics)
+        self.workers = workers
+        self.deaths = 0
+        self._blob = pickle.dumps(self.metrics)
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def usable(self) -> bool:
+        """False once workers have died twice: the rest of the run scores in the main process."""
+        return self.deaths < 2
+
+    def submit(self, jobs: list[Job]) -> list[Part] | None:
+        """Score `jobs` (their items dealt out across the workers); returns one Part per worker,
+        whose future yields each job's outcomes at those positions. None: the pool is broken,
+        score them here."""
+        if self._pool is None:
+            # spawn: the main process holds CTranslate2 and ONNX thread pools that fork would copy half-alive
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=_init, initargs=(self._blob,))
+        longest = max(len(items) for _, items in jobs)
+        parts = []
+        try:
+            for w in range(min(self.workers, longest)):
+                positions = list(range(w, longest, self.workers))
+                part = [(i, [items[p] for p in positions if p < len(items)]) for i, items in jobs]
+                parts.append((positions, self._pool.submit(_score, part), self._pool))
+        except BrokenProcessPool:
+            self._died(self._pool)
+            return None
+        return parts
+
+    def collect(self, jobs: list[Job], parts: list[Part]) -> list[list[Outcome]]:
+        """Outcomes per job, in item order. A worker that died (a crash in native code, the OOM
+        killer) fails its items with a note, not the run; the next chunk gets a fresh pool."""
+        out: list[list[Outcome]] = [[""] * len(items) for _, items in jobs]
+        for positions, future, pool in parts:
+            try:
+                results = future.result()
+            except (BrokenProcessPool, CancelledError) as exc:
+                self._died(pool)
+                results = self._failed(jobs, positions, f"metric worker died: {one_line(exc)}")
+            except Exception as exc:  # the items could not reach the worker (an unpicklable input)
+                results = self._failed(jobs, positions, f"metric worker failed: {one_line(exc)}")
+            for j, (_, items) in enumerate(jobs):
+                for p, outcome in zip([p for p in positions if p < len(items)], results[j], strict=True):
+                    out[j][p] = outcome
+        return out
+
+    def close(self, now: bool = False) -> None:
+        """Stop the workers; `now` (an interrupt) kills them instead of letting them finish."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if now:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=not now, cancel_futures=True)
+
+    @staticmethod
+    def _failed(jobs: list[Job], positions: list[int], reason: str) -> list[list[Outcome]]:
+        return [[reason] * sum(p < len(items) for p in positions) for _, items in jobs]
+
+    def _died(self, pool: ProcessPoolExecutor | None) -> None:
+        if pool is not None and pool is self._pool:  # counted once per pool, whatever was in flight
+            self.deaths += 1
+            self.close(now=True)
+
+
+def _init(blob: bytes) -> None:
+    global _in_worker, _metrics
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the main process, which stops us
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _in_worker = True
+    _metrics = pickle.loads(blob)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed main process never tells its workers, and they hold the write end of their own
+    task queue, so they would wait forever: leave as soon as we are reparented."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _score(jobs: list[Job]) -> list[list[Outcome]]:
+    return [compute_scores(_metrics[i], items) if items else [] for i, items in jobs]
