@@ -7,7 +7,7 @@ Per suite and voice:
 - floor: the bare model calls alone, one after another, models already loaded and warm, each
   at its fastest sequential setting: synthesis, faster-whisper transcribe at evalkit's decoding
   settings (int8, beam 5, temperature 0, filters off, one thread per core), speechmos DNSMOS,
-  jiwer CER. Their sum is the floor (its per-stage breakdown is reported); resampling and I/O
+  jiwer CER, with evalkit's allocator settings (evalkit/allocator.py). Their sum is the floor (its per-stage breakdown is reported); resampling and I/O
   are not in it.
 - evalkit cold: `evalkit run` in a fresh process with an empty cache (EVALKIT_CACHE in a new
   temporary folder), default metric set, sqlite MLflow store: start-up, model loading, logging
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evalkit import allocator
 from evalkit import suite as suite_mod
 from evalkit.adapters import resolve as resolve_adapter
 from evalkit.audio import resample
@@ -195,6 +196,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main() -> None:
+    allocator.keep_freed_memory()  # the floor gets evalkit's allocator settings too: a fair floor
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--job", action="append", help=f"SUITE=MODEL (repeatable); default: {' and '.join(JOBS)}")
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances of each suite")

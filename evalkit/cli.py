@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import __version__, plugins, record, tracking
+from . import __version__, allocator, plugins, record, tracking
 from . import suite as suite_mod
 from .errors import EvalkitError, TrackingError
 
@@ -275,6 +275,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 
 def main() -> None:
+    allocator.keep_freed_memory()  # before any model starts its threads
     try:
         app(standalone_mode=False)
     except EvalkitError as exc:

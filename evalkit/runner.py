@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
-from . import __version__, adapters, asr as asr_mod, pipeline, plugins, record, references, textnorm, tracking
+from . import __version__, adapters, allocator, asr as asr_mod, pipeline, plugins, record, references, textnorm, tracking
 from . import suite as suite_mod
 from .errors import EvalkitError
 from .protocols import Metric
@@ -69,6 +69,7 @@ def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prom
 def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResult:
     """Evaluate, write the local record, log it. A folder holding an unfinished run of the same
     configuration is resumed: only the utterances it lacks are evaluated."""
+    allocator.keep_freed_memory()  # a no-op after the CLI's; for library callers
     if config.limit is not None and config.limit < 1:
         raise EvalkitError("--limit must be at least 1")
     suite = suite_mod.load(config.suite).limited(config.limit)

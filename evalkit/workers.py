@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Sequence
 
+from . import allocator
 from .isolation import compute_scores, one_line
 from .protocols import Metric
 from .types import Score, ScoringItem
@@ -131,6 +132,7 @@ class MetricPool:
 
 def _init(blob: bytes) -> None:
     global _in_worker, _metrics
+    allocator.keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the main process, which stops us
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
