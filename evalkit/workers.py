@@ -2,9 +2,9 @@
 synthesizes and transcribes, so DNSMOS (the costliest default metric) runs beside Whisper on
 another core instead of after it.
 
-Processes, not threads: DNSMOS, pyin and DTW hold the GIL for much of their time, and ONNX
-Runtime spreading one DNSMOS call over both cores gains only about 10% (measured), while one
-single-threaded session per process leaves the other core to Whisper. A worker runs exactly
+Processes, not threads: pyin, DTW and DNSMOS's feature code hold the GIL for much of their
+time. DNSMOS's sessions are pinned to one thread (metrics/quality.py), so on two cores one
+worker takes one and Whisper, with one thread, the other. A worker runs exactly
 the metric's own `score` on the very samples the main process would have passed: values are
 identical to in-process scoring, and tests/test_workers.py proves it metric by metric.
 
@@ -41,7 +41,7 @@ Part = tuple[list[int], Future, ProcessPoolExecutor]  # item positions, their fu
 
 
 def in_worker() -> bool:
-    """Whether this process is a metric worker (a metric may then size its threads to one core)."""
+    """Whether this process is a metric worker."""
     return _in_worker
 
 
