@@ -246,9 +246,9 @@ def replay(states: list[_State], recorded: Recorded, audio_dir: Path) -> None:
         try:
             s.audio = audio_mod.read_wav(source)
             shutil.copyfile(source, audio_dir / source.name)
-        except OSError:
+        except OSError:  # our own folder refused the copy (disk full): the runner says how to resume
             raise
-        except Exception as exc:  # a damaged wav costs its utterance, not the re-score
+        except Exception as exc:  # a damaged or missing wav costs its utterance, not the re-score
             s.audio, s.failure = None, f"recorded audio unreadable: {one_line(exc)}"
             continue
         s.audio_path = str(Path("audio") / source.name)
