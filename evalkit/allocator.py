@@ -3,8 +3,9 @@
 By default glibc gives each thread an arena of its own and hands freed memory back to the
 kernel, so every clip's activations are page-faulted in afresh: Whisper base, one thread, 20
 clips took 28.3 s, 7.6 s of it in the kernel (3.1 million page faults). With one arena that
-keeps what it frees: 22.1 s, 0.01 s in the kernel, 159 faults. Allocation never changes a value; it costs some resident memory that
-is not handed back (peak RSS stays well under 2 GiB, see benchmarks/floor.py).
+keeps what it frees: 22.1 s, 0.01 s in the kernel, 159 faults. Allocation never changes a
+value; it costs some resident memory that is not handed back (peak RSS stays well under
+2 GiB, see benchmarks/floor.py).
 """
 
 from __future__ import annotations
