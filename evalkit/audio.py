@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -12,19 +15,30 @@ from .types import Audio
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a clip carries no speech
 # A model that never stops (no end-of-speech) is a failure, not a long clip to score: nothing a
-# TTS model should say about a text takes longer than this.
-MIN_CAP_S, CAP_S_PER_CHAR = 10.0, 0.5
+# TTS model should say about a text takes longer than this, and no clip is ever longer than
+# MAX_S (a long text must not open the door to a 6-hour file).
+MIN_CAP_S, CAP_S_PER_CHAR, MAX_S = 10.0, 0.5, 600.0
 
 
 def duration_cap(text: str) -> float:
-    return max(MIN_CAP_S, CAP_S_PER_CHAR * len(text))
+    return min(MAX_S, max(MIN_CAP_S, CAP_S_PER_CHAR * len(text)))
 
 
-def read_wav(path: str | Path) -> Audio:
+def read_wav(source: str | Path | BinaryIO, max_seconds: float = MAX_S) -> Audio:
+    """A wav (or any libsndfile format) as mono float32. Its length is read from the header
+    first: a file longer than `max_seconds` is refused before its samples are read."""
+    name = getattr(source, "name", None) or ("<bytes>" if hasattr(source, "read") else str(source))
+    src = source if hasattr(source, "read") else str(source)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(src)
+        if info.samplerate <= 0 or info.frames / info.samplerate > max_seconds:
+            raise EvalkitError(f"{name}: audio too long: {info.frames / max(info.samplerate, 1):.1f} s, cap "
+                               f"{max_seconds:.1f} s (a model that never stops?)")
+        if hasattr(src, "seek"):
+            src.seek(0)
+        data, sr = sf.read(src, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise EvalkitError(f"{path}: not a readable audio file ({exc})") from None
+        raise EvalkitError(f"{name}: not a readable audio file ({exc})") from None
     return Audio(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32), int(sr))
 
 
@@ -34,7 +48,19 @@ def _int16(samples: np.ndarray) -> np.ndarray:
 
 
 def write_wav(path: str | Path, audio: Audio) -> None:
-    sf.write(str(path), _int16(audio.samples), audio.sample_rate, subtype="PCM_16")
+    """Encoded in memory, written beside the target and renamed: a full disk raises the kernel's
+    OSError (not libsndfile's vague one) and leaves no torn wav behind."""
+    buf = io.BytesIO()
+    sf.write(buf, _int16(audio.samples), audio.sample_rate, subtype="PCM_16", format="WAV")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def as_pcm16(audio: Audio) -> Audio:
@@ -66,6 +92,10 @@ def check(audio: Audio, max_seconds: float | None = None) -> tuple[str | None, d
     peak = float(np.abs(x).max())
     facts["peak"] = peak
     facts["clip_ratio"] = float(np.mean(np.abs(x) >= 0.999))
+    if peak > 1.0:
+        # Saved as 16-bit PCM it would be hard-clipped, and scored as if the model had said that.
+        return (f"samples outside [-1, 1] (peak {peak:.3g}{', integer-scaled?' if peak >= 2 else ''}): the saved "
+                f"wav would clip; scale the model's output in its adapter"), facts
     if peak < SILENCE_PEAK:
         return "silent audio (peak below -80 dBFS)", facts
     facts["lead_silence_s"], facts["trail_silence_s"] = edge_silence(audio)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -12,10 +13,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, allocator, plugins, record, tracking
 from . import suite as suite_mod
-from .errors import EvalkitError, TrackingError
+from .errors import EvalkitError, StageFailed, Terminated, TrackingError
 
 app = typer.Typer(help="Evaluate TTS checkpoints with robust automatic metrics, tracked in MLflow.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -139,28 +141,59 @@ def _progress() -> Progress:
                     disable=not err.is_terminal and not os.environ.get("EVALKIT_PROGRESS"))
 
 
+SHOWN_FAILURES = 5
+
+
 def _report(result) -> None:
     _print_summary(result.summary)
-    out.print(f"run folder: {result.out_dir}")
+    _print_failures(result.rows)
+    out.print(f"run folder: {result.out_dir}", markup=False, highlight=False)
+    problems = []
     if result.tracking_error:
-        raise TrackingError(f"{result.tracking_error}; all results are kept in {result.out_dir} "
-                            f"(upload them later with: evalkit sync {result.out_dir})")
-    t = result.summary["tracking"]
-    out.print(f"MLflow run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}")
+        problems.append(TrackingError(f"{result.tracking_error}; all results are kept in {result.out_dir} "
+                                      f"(upload them later with: evalkit sync {result.out_dir})"))
+    else:
+        t = result.summary["tracking"]
+        out.print(f"MLflow run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}",
+                  markup=False, highlight=False)
+    if result.broken:
+        # A stage that failed on every utterance measured nothing: no exit code may read as a pass.
+        problems.append(StageFailed("a stage failed on every utterance, so the run measured nothing with it: "
+                                    + "; ".join(result.broken) + f" (the run is saved in {result.out_dir})"))
+    for extra in problems[:-1]:
+        err.print(f"error: {extra}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise problems[-1]
 
 
 def _print_summary(summary: dict) -> None:
     agg = summary["aggregates"]
-    table = Table(title=f"{summary['suite']['name']} · {summary['params']['model']}")
+    # Suite and model names come from other people: Text, never markup ("[/bold]" must print as is).
+    table = Table(title=Text(f"{summary['suite']['name']} · {summary['params']['model']}"))
     stats = ("mean", "median", "p90", "corpus")
     for col in ("metric", *stats):
         table.add_column(col, justify="left" if col == "metric" else "right")
     keys = sorted({k.rsplit("/", 1)[0] for k in agg if k.endswith("/mean")})
     for k in keys:
-        table.add_row(k, *(_fmt(agg.get(f"{k}/{a}")) for a in stats))
-    table.add_row("failures", _fmt(agg.get("failures/count")), "", "", "")
-    table.add_row("utterances", _fmt(agg.get("utterances/count")), "", "", "")
+        table.add_row(Text(k), *(_fmt(agg.get(f"{k}/{a}")) for a in stats))
+    table.add_row("failures", _count(agg.get("failures/count")), "", "", "")
+    table.add_row("utterances", _count(agg.get("utterances/count")), "", "", "")
     out.print(table)
+
+
+def _print_failures(rows) -> None:
+    """The first few reasons, with their utterance ids: a count alone sends people to the CSV."""
+    found = [(r.utterance_id, reason) for r in rows
+             for reason in ([r.failure] if r.failure else [n for n in r.notes if " failed: " in n or n.startswith("asr failed")])]
+    if not found:
+        return
+    out.print(f"{len(found)} failure(s); the first {min(len(found), SHOWN_FAILURES)}:", markup=False, highlight=False)
+    for uid, reason in found[:SHOWN_FAILURES]:
+        out.print(f"  {uid}: {reason}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _count(v) -> str:
+    return "" if v is None else str(int(v))
 
 
 def _fmt(v) -> str:
@@ -179,7 +212,7 @@ def suites(ctx: typer.Context) -> None:
         table.add_column(col)
     for name in suite_mod.builtin_names():
         s = suite_mod.load(name)
-        table.add_row(s.name, s.version, s.language, str(len(s.utterances)), s.description[:80])
+        table.add_row(Text(s.name), Text(s.version), s.language, str(len(s.utterances)), Text(s.description[:80]))
     out.print(table)
 
 
@@ -187,22 +220,23 @@ def suites(ctx: typer.Context) -> None:
 def suites_show(name: str = typer.Argument(..., help="Suite name or folder.")) -> None:
     """Show a suite's header, digest, tag counts and first utterances."""
     s = suite_mod.load(name)
-    out.print(f"[bold]{s.name}[/bold] v{s.version} ({s.language}), {len(s.utterances)} utterances")
-    out.print(f"digest: {s.digest}")
-    out.print(f"source: {s.source}")
-    out.print(s.description)
+    out.print(Text(s.name, style="bold") + Text(f" v{s.version} ({s.language}), {len(s.utterances)} utterances"))
+    out.print(f"digest: {s.digest}", markup=False, highlight=False)
+    out.print(f"source: {s.source}", markup=False, highlight=False)
+    out.print(s.description, markup=False, highlight=False)
     counts: dict[str, int] = {}
     for u in s.utterances:
         for t in u.tags:
             counts[t] = counts.get(t, 0) + 1
     if counts:
-        out.print("tags: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items(), key=lambda x: -x[1])))
+        out.print("tags: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items(), key=lambda x: -x[1])),
+                  markup=False, highlight=False)
     table = Table()
     table.add_column("id")
     table.add_column("text")
     table.add_column("tags")
     for u in s.utterances:
-        table.add_row(u.id, u.text, ",".join(u.tags))
+        table.add_row(u.id, Text(u.text), Text(",".join(u.tags)))
     out.print(table)
 
 
@@ -224,14 +258,16 @@ def adapters() -> None:
 def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upload failed."),
          tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the one the run used."),
          experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the one the run used.")) -> None:
-    """Upload a finished local run folder to MLflow."""
+    """Upload a finished local run folder to MLflow (once per store: repeating it logs nothing new)."""
     summary, _ = record.read(out_dir)
     t = summary.get("tracking", {})
     if t.get("run_id") and not tracking_uri:
-        raise EvalkitError(f"{out_dir} is already logged as MLflow run {t['run_id']}")
-    uri = tracking_uri or t.get("uri") or tracking.default_uri()
+        out.print(f"{out_dir} is already logged as MLflow run {t['run_id']} at {t.get('uri')}",
+                  markup=False, highlight=False)
+        return
+    uri = tracking.adopt_credentials(tracking_uri) if tracking_uri else (t.get("uri") or tracking.default_uri())
     run_id = tracking.log_run(out_dir, uri, experiment or t.get("experiment") or f"evalkit-{summary['suite']['name']}")
-    out.print(f"MLflow run {run_id} at {uri}")
+    out.print(f"MLflow run {run_id} at {uri}", markup=False, highlight=False)
 
 
 @asr_app.command("list")
@@ -240,11 +276,13 @@ def asr_list() -> None:
     table = Table()
     for col in ("engine", "model", "source", "package"):
         table.add_column(col)
-    for name, (target, dist) in plugins.registered(plugins.ASR).items():
-        cls = plugins.load_target(target)
+    for name, cls, dist in plugins.load_all(plugins.ASR):
         for model, source in getattr(cls, "available", lambda: [("?", "does not list its models")])():
             table.add_row(name, model, source, dist)
     out.print(table)
+
+
+_ARROW = {True: "↑", False: "↓", None: "↕ (no direction)"}
 
 
 @app.command("metrics")
@@ -253,11 +291,10 @@ def metrics_cmd() -> None:
     table = Table()
     for col in ("name", "values", "needs", "rate (Hz)", "version", "package"):
         table.add_column(col)
-    for name, (target, dist) in plugins.registered(plugins.METRICS).items():
-        cls = plugins.load_target(target)
+    for name, cls, dist in plugins.load_all(plugins.METRICS):
         needs = [n for n, flag in (("transcript", cls.needs_transcript), ("reference", cls.needs_reference)) if flag]
         shown = [k for k in cls.higher_is_better if k not in getattr(cls, "counts", ())]
-        arrows = ", ".join(f"{k} {'↑' if cls.higher_is_better[k] else '↓'}" for k in shown)
+        arrows = ", ".join(f"{k} {_ARROW[cls.higher_is_better[k]]}" for k in shown)
         table.add_row(name, arrows, ", ".join(needs) or "audio", str(cls.sample_rate), cls.version, dist)
     out.print(table)
 
@@ -276,24 +313,59 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 def main() -> None:
     allocator.keep_freed_memory()  # before any model starts its threads
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(standalone_mode=False)
     except EvalkitError as exc:
+        _debug(exc)
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except Terminated:
+        err.print("terminated", markup=False)
+        sys.exit(Terminated.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:  # the promise is one line, never a traceback
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+        usage = _click_error(exc)
+        if usage is not None:  # typer ships its own copy of click: matched by shape, not by class
+            if usage == "abort":
+                sys.exit(130)
+            # Exit 2 whatever click says: in a nightly, 1 means "regressed", and a typo is not one.
+            err.print(f"error: {' '.join(exc.format_message().split())} (see: evalkit --help)",
+                      markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+        _debug(exc)
         if os.environ.get("EVALKIT_DEBUG"):
             raise
         err.print(f"error: unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                   " (set EVALKIT_DEBUG=1 for the traceback)", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+def _terminate(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C: finished rows stay saved, adapters and workers close, temp
+    # folders go, and the message says how to resume. A second one while unwinding is ignored.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _click_error(exc: BaseException) -> str | None:
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "Abort" in names:
+        return "abort"
+    if "ClickException" in names and hasattr(exc, "format_message"):
+        return "usage"
+    return None
+
+
+def _debug(exc: BaseException) -> None:
+    """EVALKIT_DEBUG=1: the whole chain, including what a one-line message was made from."""
+    if not os.environ.get("EVALKIT_DEBUG"):
+        return
+    import traceback
+
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None:
+        traceback.print_exception(cause, file=sys.stderr)
+    traceback.print_exception(exc, file=sys.stderr)

@@ -24,8 +24,9 @@ import numpy as np
 
 from . import audio as audio_mod
 from . import cache as cache_mod
-from . import textnorm
+from . import record, textnorm
 from . import workers as workers_mod
+from .errors import EvalkitError
 from .isolation import chunks, compute_scores, isolated, one_each, one_line
 from .protocols import ASRBackend, Metric, TTSAdapter
 from .types import Audio, Row, Score, ScoringItem, Suite, SynthesisRequest, Transcript, Utterance
@@ -242,9 +243,9 @@ def replay(states: list[_State], recorded: Recorded, audio_dir: Path) -> None:
         if row.get("failure"):
             s.failure = row["failure"]
             continue
-        source = recorded.folder / row["audio"]
+        source = recorded_audio(recorded.folder, row)
         try:
-            s.audio = audio_mod.read_wav(source)
+            s.audio = audio_mod.read_wav(source, audio_mod.duration_cap(s.utterance.text))
             shutil.copyfile(source, audio_dir / source.name)
         except OSError:  # our own folder refused the copy (disk full): the runner says how to resume
             raise
@@ -252,6 +253,14 @@ def replay(states: list[_State], recorded: Recorded, audio_dir: Path) -> None:
             s.audio, s.failure = None, f"recorded audio unreadable: {one_line(exc)}"
             continue
         s.audio_path = str(Path("audio") / source.name)
+
+
+def recorded_audio(folder: Path, row: dict) -> Path:
+    """A recorded row's clip, inside the run's own audio/ (checked for every row before a re-score starts)."""
+    path = record.audio_file(folder, row)
+    if path is None:
+        raise EvalkitError(f"{folder}: utterance {row.get('id')!r} has no failure and no audio")
+    return path
 
 
 def _accept_audio(s: _State, clip: Audio, seconds: float, audio_dir: Path) -> None:
@@ -308,7 +317,7 @@ def load_references(states: list[_State], references: Mapping[str, Path]) -> Non
             if path is None:
                 continue
             try:
-                clip = audio_mod.read_wav(path)
+                clip = audio_mod.read_wav(path, audio_mod.MAX_S)
             except Exception as exc:  # one unreadable file costs one utterance its reference metrics
                 s.notes.append(f"{which} unreadable: {one_line(exc)}")
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib.metadata import entry_points
 
 from .errors import EvalkitError
@@ -27,8 +28,9 @@ def load_target(target: str) -> type:
         raise EvalkitError(f"plugin reference {target!r} must look like 'package.module:Name'")
     try:
         module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise EvalkitError(f"cannot import {mod_name!r} for {target!r}: {exc}") from exc
+    except Exception as exc:  # ImportError, or whatever the module's own top level raised
+        raise EvalkitError(f"cannot import {mod_name!r} for {target!r}: {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())}") from exc
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -44,3 +46,23 @@ def load(group: str, name_or_target: str) -> type:
         known = ", ".join(sorted(found)) or "none"
         raise EvalkitError(f"unknown {group.split('.')[-1].rstrip('s')} {name_or_target!r} (installed: {known})")
     return load_target(found[name_or_target][0])
+
+
+_warned: set[str] = set()
+
+
+def load_all(group: str) -> list[tuple[str, type, str]]:
+    """(name, class, distribution) of every plugin of `group` that imports. One that does not
+    (a broken or half-installed package) is skipped with a one-line warning on stderr: it must
+    not stop runs that never asked for it. Asking for it by name still fails loudly (`load`)."""
+    out = []
+    for name, (target, dist) in registered(group).items():
+        try:
+            out.append((name, load_target(target), dist))
+        except Exception as exc:  # any import-time crash of somebody else's package
+            if target not in _warned:
+                _warned.add(target)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                print(f"warning: {group.split('.')[-1].rstrip('s')} plugin {name!r} from {dist} cannot be "
+                      f"imported, skipped: {reason}", file=sys.stderr)
+    return out

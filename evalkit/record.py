@@ -25,6 +25,7 @@ from typing import Sequence
 
 from .errors import EvalkitError
 from .types import Row
+from .untrusted import inside
 
 SUMMARY = "summary.json"
 TABLE_JSONL = "utterances.jsonl"
@@ -101,6 +102,17 @@ def read_progress(out_dir: Path) -> list[Row]:
             texts=d["texts"], audio_path=d["audio_path"], failure=d["failure"], notes=tuple(d["notes"]),
         ))
     return rows
+
+
+def audio_file(out_dir: Path, row: dict) -> Path | None:
+    """The clip a finished row names, which must be the run's own audio/<name>.wav: a row edited
+    to point anywhere else (an absolute path, '..', a symlink out of audio/) is refused."""
+    rel = row.get("audio")
+    if not rel:
+        return None
+    if Path(str(rel)).parent != Path("audio"):
+        raise EvalkitError(f"{out_dir}: utterance {row.get('id')!r} names audio {rel!r}, not a file in its audio/ folder")
+    return inside(out_dir / "audio", Path(str(rel)).name, f"{out_dir}: audio of utterance {row.get('id')!r}")
 
 
 def finish(out_dir: Path) -> None:

@@ -14,8 +14,9 @@ from typing import Mapping
 
 from . import __version__, adapters, allocator, asr as asr_mod, pipeline, plugins, record, references, textnorm, tracking
 from . import suite as suite_mod
-from .errors import EvalkitError
+from .errors import EvalkitError, Terminated
 from .protocols import Metric
+from .types import Row
 
 
 @dataclass(frozen=True)
@@ -42,25 +43,43 @@ class RunResult:
     summary: dict
     rows: list
     tracking_error: str | None
+    broken: tuple[str, ...] = ()  # stages that failed on every utterance they were given, with a reason
 
 
 def resolve_device(device: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         raise EvalkitError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device != "auto":
-        return device
+    if device == "auto":
+        return "cuda" if _cuda_available(torch_too=False) else "cpu"
+    if device == "cuda" and not _cuda_available(torch_too=True):
+        # Asked for and absent is bad usage: otherwise Whisper fails on every clip and the run "passes".
+        raise EvalkitError("--device cuda: no CUDA device is available here (neither CTranslate2 nor torch "
+                           "sees one); use --device cpu or auto")
+    return device
+
+
+def _cuda_available(torch_too: bool) -> bool:
     try:
         import ctranslate2
 
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        if ctranslate2.get_cuda_device_count() > 0:
+            return True
+    except Exception:  # no CUDA runtime at all reads the same as no device
+        pass
+    if not torch_too:  # `auto` stays cheap: importing torch costs seconds
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
     except Exception:
-        return "cpu"
+        return False
 
 
 def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prompts: bool = False) -> list[Metric]:
     """The named metrics, or by default every installed one whose inputs this run has."""
     if names is None:
-        found = [plugins.load_target(t)() for t, _ in plugins.registered(plugins.METRICS).values()]
+        found = [cls() for _, cls, _ in plugins.load_all(plugins.METRICS)]
         return [m for m in found if not m.needs_reference or have_references
                 or (have_prompts and getattr(m, "accepts_speaker_prompt", False))]
     return [plugins.load(plugins.METRICS, n)() for n in names]
@@ -73,6 +92,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     if config.limit is not None and config.limit < 1:
         raise EvalkitError("--limit must be at least 1")
     suite = suite_mod.load(config.suite).limited(config.limit)
+    if config.tracking_uri:  # credentials move to MLflow's environment; the URI is recorded without them
+        config = dataclasses.replace(config, tracking_uri=tracking.adopt_credentials(config.tracking_uri))
     uri = config.tracking_uri or tracking.default_uri()
     refs = (references.resolve(config.reference_run, suite, uri) if config.reference_run
             else references.from_suite(suite))
@@ -94,6 +115,10 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
 
     recorded, source = _recorded(config, suite) if config.audio_from else (None, None)
     asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
+    languages = getattr(asr, "languages", None)
+    if languages is not None and suite.language not in languages:
+        raise EvalkitError(f"--asr {config.asr} does not transcribe {suite.language!r}, the language of suite "
+                           f"{suite.name}; choose a model that does (a multilingual Whisper)")
     adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
     try:
         _prepare_out(out_dir)
@@ -104,9 +129,12 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
                                        skip=frozenset(r.utterance_id for r in previous),
                                        workers=config.workers, recorded=recorded)
         model_info = dict(adapter.describe()) if adapter is not None else dict(source["model"])
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted: {saved[0]} of {len(suite.utterances)} utterances are saved in "
-                          f"{out_dir}; finish them with: evalkit run --resume {out_dir}") from None
+    except KeyboardInterrupt as exc:
+        stopped = Interrupted(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: {saved[0]} of "
+                              f"{len(suite.utterances)} utterances are saved in {out_dir}; finish them with: "
+                              f"evalkit run --resume {out_dir}")
+        stopped.exit_code = exc.exit_code if isinstance(exc, Terminated) else 130
+        raise stopped from None
     except OSError as exc:
         raise EvalkitError(f"cannot write to {out_dir} ({exc.strerror or exc}): {saved[0]} utterances "
                            f"are saved; fix that and finish with: evalkit run --resume {out_dir}") from None
@@ -123,6 +151,10 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
                        started, finished, uri, experiment, refs)
     summary["cache"] = dataclasses.asdict(evaluation.counts)
     summary["resumed_utterances"] = len(previous)
+    broken = broken_stages(rows, metrics, asr is not None, recorded is not None)
+    summary["broken_stages"] = list(broken)
+    if broken:
+        summary["tags"]["evalkit.broken_stages"] = "; ".join(b.split(":")[0] for b in broken)
     if source is not None:
         summary["tags"]["evalkit.rescored_from"] = source["run_id"]
     try:
@@ -139,15 +171,52 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     except EvalkitError as exc:
         tracking_error = str(exc)
     summary, _ = record.read(out_dir)
-    return RunResult(out_dir, summary, rows, tracking_error)
+    return RunResult(out_dir, summary, rows, tracking_error, broken)
+
+
+def broken_stages(rows: list[Row], metrics: list[Metric], transcribed: bool, replayed: bool) -> tuple[str, ...]:
+    """"stage: first reason" for each stage that failed on every utterance it was given: such a
+    run measured nothing with that stage, which a nightly must not read as a pass."""
+    out = []
+    alive = [r for r in rows if r.failure is None]
+    if rows and not alive and not replayed:
+        out.append(f"synthesis: {rows[0].failure}")
+
+    def all_failed(prefix: str) -> str | None:
+        reasons = [next((n for n in r.notes if n.startswith(prefix)), None) for r in alive]
+        return reasons[0] if alive and all(reasons) else None
+
+    if transcribed and (reason := all_failed("asr failed:")):
+        out.append(f"asr: {reason}")
+    for m in metrics:
+        if reason := all_failed(f"{m.name} failed:"):
+            out.append(f"{m.name}: {reason}")
+    return tuple(out)
+
+
+# Models whose resolution runs a program or imports code named in the run folder: a folder from
+# someone else must not choose what runs on this machine, so resuming them takes the full command.
+def _runs_code(config: RunConfig) -> str | None:
+    if config.model.startswith("cmd:"):
+        return f"its model runs a command ({config.model[:60]})"
+    if config.adapter and ":" in config.adapter:
+        return f"its adapter imports code ({config.adapter})"
+    return None
 
 
 def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResult:
-    """Finish the unfinished run in OUT_DIR with the configuration it was started with."""
+    """Finish the unfinished run in OUT_DIR with the configuration it was started with. The run is
+    finished where it is now, whatever folder run.json names (the folder may have been moved)."""
     saved = record.read_run(out_dir)
     if saved is None:
         raise EvalkitError(f"{out_dir} holds no evalkit run to resume (no {record.RUN})")
-    return run(_config_from_dict(saved["config"]), progress)
+    config = dataclasses.replace(_config_from_dict(saved["config"]), out_dir=out_dir)
+    why = _runs_code(config)
+    if why:
+        raise EvalkitError(f"{out_dir}: --resume does not run what a run folder names, and {why}; if you trust it, "
+                           f"finish it with the full command: evalkit run --suite SUITE --out {out_dir} "
+                           f"{'--adapter ' + config.adapter + ' ' if config.adapter else ''}MODEL")
+    return run(config, progress)
 
 
 def rescore(source: Path, add: tuple[str, ...] = (), metrics: tuple[str, ...] | None = None,
@@ -177,6 +246,9 @@ def _recorded(config: RunConfig, suite) -> tuple[pipeline.Recorded, dict]:
     if summary["suite"]["digest"] != suite.digest:
         raise EvalkitError(f"{folder} was evaluated on another version of suite {suite.name} (its digest "
                            f"differs): evaluate the model again instead of re-scoring")
+    for row in rows:  # a row edited to name a file outside the run is refused before anything is read
+        if not row.get("failure"):
+            pipeline.recorded_audio(folder, row)
     return pipeline.Recorded(folder, {r["id"]: r for r in rows}), summary
 
 
@@ -193,10 +265,16 @@ def _config_dict(config: RunConfig) -> dict:
 
 
 def _config_from_dict(d: dict) -> RunConfig:
-    d = dict(d)
+    if not isinstance(d, dict):
+        raise EvalkitError(f"{record.RUN}: its config is not a mapping")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    d = {k: v for k, v in d.items() if k in fields}
     d["out_dir"] = Path(d["out_dir"]) if d.get("out_dir") else None
     d["metrics"] = tuple(d["metrics"]) if d.get("metrics") is not None else None
-    return RunConfig(**d)
+    try:
+        return RunConfig(**d)
+    except TypeError as exc:
+        raise EvalkitError(f"{record.RUN}: not an evalkit run configuration ({exc})") from None
 
 
 def _resumable_rows(out_dir: Path, config: RunConfig, suite) -> list:

@@ -31,12 +31,14 @@ import unicodedata
 from importlib.resources import files
 from pathlib import Path
 
-import yaml
-
+from . import textnorm
+from .cache import sha256_file
 from .errors import EvalkitError
 from .types import Suite, Utterance
+from .untrusted import check_name, inside, load_yaml
 
 HEADER_KEYS = ("name", "version", "language", "description", "utterances")
+UTTERANCES_MAX_BYTES = 64 << 20  # ko-base is 30 KB
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -65,7 +67,7 @@ def resolve(name_or_path: str) -> Path:
 def load(name_or_path: str) -> Suite:
     folder = resolve(name_or_path)
     header = _read_header(folder / "suite.yaml")
-    utt_file = folder / str(header["utterances"])
+    utt_file = inside(folder, header["utterances"], f"{folder / 'suite.yaml'}: utterances file")
     utterances = _read_utterances(utt_file, folder, _speaker_prompts(header, folder / "suite.yaml"))
     digest = _digest(header, utterances)
     return Suite(
@@ -80,17 +82,17 @@ def load(name_or_path: str) -> Suite:
 
 
 def _read_header(path: Path) -> dict:
-    try:
-        header = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise EvalkitError(f"{path}: not a readable YAML suite header ({_first_line(exc)})") from None
+    header = load_yaml(path)
     if not isinstance(header, dict):
         raise EvalkitError(f"{path}: the suite header must be a YAML mapping")
     missing = [k for k in HEADER_KEYS if header.get(k) in (None, "")]
     if missing:
         raise EvalkitError(f"{path}: missing header field(s): {', '.join(missing)}")
-    if not re.fullmatch(r"[a-z]{2,3}", str(header["language"])):
-        raise EvalkitError(f"{path}: language must be an ISO 639 code like 'ko' or 'en', got {header['language']!r}")
+    # The name becomes a folder (evalkit-runs/<time>-<name>) and an experiment: a plain token only.
+    check_name(header["name"], f"{path}: suite name")
+    if str(header["language"]) not in textnorm.LANGUAGES:
+        raise EvalkitError(f"{path}: language {header['language']!r} is not one evalkit can transcribe and "
+                           f"normalize (an ISO 639-1 code Whisper knows, like 'ko' or 'en')")
     return header
 
 
@@ -100,7 +102,7 @@ def _speaker_prompts(header: dict, where: Path) -> dict[str, Path]:
         raise EvalkitError(f"{where}: speakers must map a speaker name to a wav path")
     prompts = {}
     for name, rel in speakers.items():
-        path = (where.parent / str(rel)).resolve()
+        path = inside(where.parent, rel, f"{where}: speaker prompt")
         if not path.is_file():
             raise EvalkitError(f"{where}: speaker prompt {rel!r} for {name!r} not found")
         prompts[str(name)] = path
@@ -109,6 +111,8 @@ def _speaker_prompts(header: dict, where: Path) -> dict[str, Path]:
 
 def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list[Utterance]:
     try:
+        if path.stat().st_size > UTTERANCES_MAX_BYTES:
+            raise EvalkitError(f"{path}: larger than {UTTERANCES_MAX_BYTES >> 20} MiB; split the suite")
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalkitError(f"{path}: cannot read utterances ({_first_line(exc)})") from None
@@ -138,11 +142,11 @@ def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list
         reference = obj.get("reference")
         ref_path = None
         if reference is not None:
-            ref_path = (folder / str(reference)).resolve()
+            ref_path = inside(folder, reference, f"{where}: reference audio")
             if not ref_path.is_file():
                 raise EvalkitError(f"{where}: reference audio {reference!r} not found")
         elif (folder / "refs" / f"{uid}.wav").is_file():
-            ref_path = (folder / "refs" / f"{uid}.wav").resolve()
+            ref_path = inside(folder, f"refs/{uid}.wav", f"{where}: reference audio")
         speaker = obj.get("speaker")
         out.append(Utterance(
             id=uid,
@@ -164,8 +168,8 @@ def _digest(header: dict, utterances: list[Utterance]) -> str:
     head = {k: str(header[k]) for k in ("name", "language")}
     h.update(json.dumps(head, sort_keys=True, ensure_ascii=False).encode())
     for u in utterances:
-        ref = hashlib.sha256(u.reference.read_bytes()).hexdigest() if u.reference else None
-        prompt = hashlib.sha256(u.speaker_prompt.read_bytes()).hexdigest() if u.speaker_prompt else None
+        ref = sha256_file(u.reference) if u.reference else None
+        prompt = sha256_file(u.speaker_prompt) if u.speaker_prompt else None
         rec = {"id": u.id, "text": u.text, "speaker": u.speaker, "reference": ref}
         if prompt:  # only suites with prompts carry the key: older digests stay as they were
             rec["speaker_prompt"] = prompt

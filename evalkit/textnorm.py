@@ -33,6 +33,15 @@ from . import english_numbers, korean_numbers
 # The number readers are part of the normalizer: their versions are part of this one.
 VERSION = f"3+ko{korean_numbers.VERSION}+en{english_numbers.VERSION}"
 
+# The languages a suite may declare: those Whisper transcribes (its 100 codes in its token
+# order, from whisper.tokenizer.LANGUAGES), which the rules above normalize (digits are read aloud only for
+# ko and en; elsewhere they are kept as written, on both sides alike).
+WHISPER_LANGUAGES = tuple("""
+en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt la mi
+ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd
+gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue""".split())
+LANGUAGES = frozenset(WHISPER_LANGUAGES)
+
 SPACE_FREE_CER = frozenset({"ko", "ja", "zh", "th"})
 FOLD_DIACRITICS = frozenset({"en"})
 

@@ -3,14 +3,23 @@
 The embedded default is a sqlite store under ./evalkit-runs with its artifacts beside it, so
 nothing needs a server. Any other URI (an `mlflow server`) works the same; an unreachable
 server is reported as a TrackingError while the local record stays complete.
+
+Credentials in a URI (`http://user:password@host`) are taken out of it at once
+(`adopt_credentials`): they go to MLflow's own variables (MLFLOW_TRACKING_USERNAME/PASSWORD), and
+the URI that is printed, recorded in run.json and summary.json is the one without them. Logging is
+idempotent: a run whose evalkit run id is already a FINISHED run of the target store is not
+logged again (`evalkit sync` repeated, or to a second store, logs each run once per store).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import record
 from .errors import TrackingError
@@ -25,6 +34,32 @@ def default_uri(root: Path = DEFAULT_ROOT) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def adopt_credentials(uri: str) -> str:
+    """The URI without `user:password@`; the credentials become MLflow's environment variables
+    for this process (unless the user set those), so they are used but never printed or recorded."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username or ""))
+    if parts.password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(parts.password))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def redact(text: str) -> str:
+    """`text` with the password of any URL in it replaced by ***."""
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]*@", r"\1:***@", text)
+
+
+def _auth_header() -> dict[str, str]:
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not user and not password:
+        return {}
+    token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 def _artifact_location(uri: str, experiment: str) -> str | None:
     """Explicit artifact folder beside a sqlite store; servers decide their own."""
     if uri.startswith("sqlite:///"):
@@ -36,43 +71,71 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 def check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
+    uri = adopt_credentials(uri)
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S) as resp:
+        request = urllib.request.Request(uri.rstrip("/") + "/health", headers=_auth_header())
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S) as resp:
             if resp.status == 200:
                 return
             reason = f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError) as exc:
         reason = str(getattr(exc, "reason", exc))
-    raise TrackingError(f"MLflow server {uri} is unreachable ({reason})")
+    raise TrackingError(f"MLflow server {uri} is unreachable ({redact(reason)})")
 
 
 def log_run(out_dir: Path, uri: str, experiment: str) -> str:
-    """Log the run folder as one MLflow run; returns the MLflow run id and notes it in summary.json."""
+    """Log the run folder as one MLflow run, unless the store already holds it; returns the MLflow
+    run id and notes it in summary.json."""
     # Fail within seconds, not after MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    uri = adopt_credentials(uri)
     check_reachable(uri)
     summary, rows = record.read(out_dir)
     try:
-        run_id = _log(out_dir, summary, rows, uri, experiment)
+        run_id = find_logged(uri, summary.get("run_id", "")) or _log(out_dir, summary, rows, uri, experiment)
     except TrackingError:
         raise
     except Exception as exc:  # MLflow raises many kinds for a server that goes away
-        raise TrackingError(f"logging to MLflow at {uri} failed: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise TrackingError(f"logging to MLflow at {uri} failed: "
+                            f"{redact(str(exc).strip().splitlines()[0][:200])}") from None
     summary["tracking"] = {"uri": uri, "experiment": experiment, "run_id": run_id}
     record.write_summary(out_dir, summary)
     return run_id
 
 
-def _log(out_dir: Path, summary: dict, rows: list[dict], uri: str, experiment: str) -> str:
+def find_logged(uri: str, evalkit_run_id: str) -> str | None:
+    """The MLflow run id of a FINISHED run of this store tagged with `evalkit_run_id`, if any."""
+    if not re.fullmatch(r"[0-9a-f]{32}", evalkit_run_id or ""):
+        return None
+    client = _client(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    found = client.search_runs(experiments, max_results=1, filter_string=(
+        f"tags.`evalkit.run_id` = '{evalkit_run_id}' and attributes.status = 'FINISHED'"))
+    return found[0].info.run_id if found else None
+
+
+def _client(uri: str):
     import logging
 
     from mlflow.tracking import MlflowClient
 
     # MLflow announces schema creation and migrations at INFO on every new store: noise here.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        # A new store gets its Default experiment at creation, with artifacts under the current
+        # folder (./mlruns/0) unless told otherwise: create it here, with artifacts beside the db.
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    client = MlflowClient(tracking_uri=uri)
+        db = Path(uri[len("sqlite:///"):])
+        SqlAlchemyStore(uri, (db.parent / "mlartifacts").resolve().as_uri())
+    return MlflowClient(tracking_uri=uri)
+
+
+def _log(out_dir: Path, summary: dict, rows: list[dict], uri: str, experiment: str) -> str:
+    client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         experiment, artifact_location=_artifact_location(uri, experiment))

@@ -108,7 +108,7 @@ def test_garbled_files_rejected(tmp_path):
     with pytest.raises(EvalkitError, match="not valid JSON"):
         suite_mod.load(str(folder))
     (folder / "suite.yaml").write_text("name: [unclosed\n", encoding="utf-8")
-    with pytest.raises(EvalkitError, match="not a readable YAML"):
+    with pytest.raises(EvalkitError, match="not valid YAML"):
         suite_mod.load(str(folder))
     (folder / "suite.yaml").write_text("name: x\nlanguage: ko\n", encoding="utf-8")
     with pytest.raises(EvalkitError, match="missing header field"):

@@ -26,8 +26,7 @@ DEFAULT_PRIORITY = 50
 
 def ordered() -> list[tuple[str, type, str]]:
     """(name, class, distribution) of every installed adapter, in resolution order."""
-    found = [(name, plugins.load_target(target), dist)
-             for name, (target, dist) in plugins.registered(plugins.ADAPTERS).items()]
+    found = plugins.load_all(plugins.ADAPTERS)
     return sorted(found, key=lambda t: (getattr(t[1], "priority", DEFAULT_PRIORITY), t[0]))
 
 

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..audio import read_wav
+from ..audio import duration_cap, read_wav
 from ..cache import sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
@@ -127,7 +127,7 @@ class CommandAdapter:
             if not out.is_file():
                 raise RuntimeError(f"{prog} exited 0 but wrote no {out.name} to {{out}}: {_tail(stderr)}")
             try:
-                audio = read_wav(out)
+                audio = read_wav(out, duration_cap(req.text))
             except EvalkitError as exc:
                 raise RuntimeError(f"{prog} wrote an unreadable wav ({exc}): {_tail(stderr)}") from None
         finally:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..audio import read_wav
+from ..audio import duration_cap, read_wav
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
@@ -50,7 +50,7 @@ class EspeakAdapter:
                                   input=req.text, capture_output=True, text=True, timeout=TIMEOUT_S)
             if proc.returncode != 0:
                 raise RuntimeError(f"espeak-ng exited {proc.returncode}: {proc.stderr.strip()[:200]}")
-            out.append(read_wav(wav))
+            out.append(read_wav(wav, duration_cap(req.text)))
         return out
 
     def describe(self) -> dict[str, str]:

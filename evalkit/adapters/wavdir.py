@@ -15,7 +15,8 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
-from ..audio import read_wav
+from ..audio import duration_cap, read_wav
+from ..untrusted import inside
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
@@ -52,13 +53,16 @@ class WavDirAdapter:
         return [self._one(req) for req in requests]
 
     def _one(self, req: SynthesisRequest) -> Audio:
-        path = self.folder / f"{req.utterance_id}.wav"
-        if path.parent != self.folder:  # an id with "/" must not read outside the folder
+        if Path(req.utterance_id).name != req.utterance_id:  # an id with "/" must not read outside the folder
             raise ValueError(f"utterance id {req.utterance_id!r} cannot name a file in {self.folder}")
+        try:  # nor may a symlink in it
+            path = inside(self.folder, f"{req.utterance_id}.wav", "audio file")
+        except EvalkitError as exc:
+            raise ValueError(str(exc)) from None
         if not path.is_file():
             raise FileNotFoundError(f"no audio for {req.utterance_id!r}: expected {path}")
         try:
-            audio = read_wav(path)
+            audio = read_wav(path, duration_cap(req.text))
         except EvalkitError as exc:
             raise RuntimeError(str(exc)) from None
         self._rates.add(audio.sample_rate)

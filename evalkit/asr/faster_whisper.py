@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import shutil
 from pathlib import Path
 from typing import Sequence
 
 from ..cache import cache_dir, sha256_file
+from ..textnorm import LANGUAGES, WHISPER_LANGUAGES
 from ..workers import cores
 from ..errors import EvalkitError
 from ..types import Audio, Transcript
@@ -116,6 +118,17 @@ class FasterWhisperASR:
             self._model = WhisperModel(str(self.folder), device=self.device, compute_type=self.compute_type,
                                        cpu_threads=self.threads or cores())
         return self._model
+
+    @property
+    def languages(self) -> frozenset[str]:
+        """What this model transcribes: a multilingual model lists its language tokens in
+        config.json (99 for base, 100 from large-v3 on, in Whisper's order); an English-only
+        model (tiny.en) lists none."""
+        try:
+            n = len(json.loads((self.folder / "config.json").read_text(encoding="utf-8")).get("lang_ids") or [])
+        except (OSError, ValueError, AttributeError):
+            return LANGUAGES
+        return frozenset(WHISPER_LANGUAGES[:n]) if n > 1 else frozenset({"en"})
 
     def transcribe(self, audio: Sequence[Audio], language: str) -> list[Transcript]:
         out = []
