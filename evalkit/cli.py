@@ -332,7 +332,8 @@ def main() -> None:
             if usage == "abort":
                 sys.exit(130)
             # Exit 2 whatever click says: in a nightly, 1 means "regressed", and a typo is not one.
-            err.print(f"error: {' '.join(exc.format_message().split())} (see: evalkit --help)",
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or "evalkit"
+            err.print(f"error: {' '.join(exc.format_message().split())} (see: {where} --help)",
                       markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         _debug(exc)

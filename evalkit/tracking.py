@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import record
-from .errors import TrackingError
+from .errors import EvalkitError, TrackingError
 
 DEFAULT_ROOT = Path("evalkit-runs")
 HEALTH_TIMEOUT_S = 5
@@ -91,6 +91,7 @@ def log_run(out_dir: Path, uri: str, experiment: str) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     uri = adopt_credentials(uri)
     check_reachable(uri)
+    _own_files_only(out_dir)
     summary, rows = record.read(out_dir)
     try:
         run_id = find_logged(uri, summary.get("run_id", "")) or _log(out_dir, summary, rows, uri, experiment)
@@ -102,6 +103,17 @@ def log_run(out_dir: Path, uri: str, experiment: str) -> str:
     summary["tracking"] = {"uri": uri, "experiment": experiment, "run_id": run_id}
     record.write_summary(out_dir, summary)
     return run_id
+
+
+def _own_files_only(out_dir: Path) -> None:
+    """Uploads copy what links point at: a run folder from someone else must not turn a link into
+    an upload of /etc/passwd. evalkit writes no links, so any link is refused."""
+    names = [out_dir / n for n in (record.SUMMARY, record.TABLE_JSONL, record.TABLE_CSV)]
+    audio = out_dir / "audio"
+    for path in [audio, *names, *(audio.iterdir() if audio.is_dir() and not audio.is_symlink() else [])]:
+        if path.is_symlink() or (path.exists() and path != audio and not path.is_file()):
+            raise EvalkitError(f"{path} is a link or not a plain file; a run folder holds only its own "
+                               "files, so it is not uploaded")
 
 
 def find_logged(uri: str, evalkit_run_id: str) -> str | None:

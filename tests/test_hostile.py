@@ -486,3 +486,17 @@ def test_credentials_in_the_tracking_uri_work_and_are_never_shown_or_stored(tmp_
     assert _AuthProxy.expected in _AuthProxy.seen  # the credentials were used
     run = MlflowClient(tracking_uri=mlflow_server).get_run(summary["tracking"]["run_id"])
     assert password not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+
+
+def test_sync_uploads_no_file_a_link_in_the_run_folder_points_at(tmp_path, sqlite_uri):
+    from mlflow.tracking import MlflowClient
+
+    out = finished_run(tmp_path, sqlite_uri)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the CI machine's private key")
+    os.symlink(secret, out / "audio" / "notes.wav")
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    proc = cli("sync", str(out), "--tracking-uri", other)
+    assert proc.returncode == 2 and "notes.wav is a link" in one_line(proc)
+    client = MlflowClient(tracking_uri=other)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
