@@ -155,6 +155,7 @@ def test_audio_is_pipers_sample_for_sample(fresh, piper, monkeypatch):
     assert info["model"] == f"{fresh.url}/v1/audio/speech?model=joe&voice=joe-medium"
     assert info["model_sha256"] == hashlib.sha256(info["model"].encode()).hexdigest()
     assert info["sample_rate"] == "22050" and "sk-test" not in json.dumps(info)
+    assert (info["timeout_s"], info["max_mb"], info["retries"]) == ("60", "100", "2")  # the documented defaults
     adapter.close()
 
 
@@ -169,14 +170,14 @@ def test_timeout_fails_only_that_sentence_through_the_core(fresh, tmp_path):
     adapter = HTTPAdapter(fresh.url + "/v1?timeout=1")
     texts = ["Hello there.", "slow sentence", "Good night."]
     suite = Suite("t", "1", "en", "test", tuple(Utterance(f"u{i}", t) for i, t in enumerate(texts)), "d", "mem")
-    t0 = time.perf_counter()
     rows = pipeline.evaluate(suite, adapter, None, [], tmp_path).rows
-    elapsed = time.perf_counter() - t0
-    assert "within 1 s" in rows[1].failure
+    assert "within 1 s (total deadline" in rows[1].failure and "timeout=" in rows[1].failure
     assert rows[0].failure is None and rows[2].failure is None
     assert (tmp_path / rows[2].audio_path).is_file()
-    assert fresh.calls["slow sentence"] == 1  # the core's one-by-one retry reuses the recorded timeout
-    assert elapsed < 3.5
+    # One slow sentence costs one timeout: the deadline is not retried, and the core's one-by-one
+    # retry reuses the recorded timeout; its batch-mates are asked at most twice (batch, then alone).
+    assert fresh.calls["slow sentence"] == 1
+    assert 1 <= fresh.calls["Hello there."] <= 2 and 1 <= fresh.calls["Good night."] <= 2
     adapter.close()
 
 
@@ -210,17 +211,17 @@ def _closed_port() -> int:
 
 
 def test_unreachable_url_fails_fast(piper):
-    t0 = time.perf_counter()
-    with pytest.raises(EvalkitError, match="cannot connect"):
-        HTTPAdapter(f"http://127.0.0.1:{_closed_port()}/v1")
-    assert time.perf_counter() - t0 < 1
-    gone = SpeechServer(piper)  # a server that dies mid-run: each sentence fails after quick retries
+    port = _closed_port()
+    # At construction, from the one probe connection: a usage error naming the address, before
+    # any sentence is sent.
+    with pytest.raises(EvalkitError, match=f"cannot connect to 127.0.0.1:{port} .*is the server running"):
+        HTTPAdapter(f"http://127.0.0.1:{port}/v1")
+    gone = SpeechServer(piper)  # a server that dies mid-run: each sentence fails after its retries
     adapter = HTTPAdapter(gone.url)
     gone.stop()
-    t0 = time.perf_counter()
-    with pytest.raises(ConnectionError, match="unreachable after 3 tries"):
+    with pytest.raises(ConnectionError, match="unreachable after 3 tries"):  # retries=2 by default
         adapter.synthesize([req("Hello there.")])
-    assert time.perf_counter() - t0 < 2
+    assert sum(gone.calls.values()) == 0
     adapter.close()
 
 
@@ -236,6 +237,9 @@ def test_endpoint_forms(server, suffix):
     ("?concurrency=0", "concurrency="),
     ("?timeout=fast", "timeout="),
     ("?retries=-1", "retries="),
+    ("?max_mb=0", "max_mb="),
+    ("?max_mb=lots", "max_mb="),
+    ("?maxmb=1", r"unknown URL parameter 'maxmb' \(known: .*max_mb\)"),
 ])
 def test_bad_urls_are_usage_errors(server, query, message):
     with pytest.raises(EvalkitError, match=message):

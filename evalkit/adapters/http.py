@@ -3,19 +3,25 @@
     http://127.0.0.1:8000                    -> POST http://127.0.0.1:8000/v1/audio/speech
     http://127.0.0.1:8000/v1                 -> POST http://127.0.0.1:8000/v1/audio/speech
     http://host/custom/audio/speech          -> used as is
-    http://127.0.0.1:8000/v1?model=tts-1&voice=alloy&concurrency=4&timeout=60&retries=2
+    http://127.0.0.1:8000/v1?model=tts-1&voice=alloy&concurrency=4&timeout=60&retries=2&max_mb=100
 
 Query parameters (all optional) override the environment: `model` (EVALKIT_HTTP_MODEL, default
 tts-1), `voice` (EVALKIT_HTTP_VOICE, default alloy; an utterance's own speaker wins), `concurrency`
-(requests in flight, default 4), `timeout` (seconds a socket may wait, default 60), `retries`
-(default 2). The API key comes only from EVALKIT_HTTP_API_KEY (sent as a Bearer token), so it never
-lands in MODEL, in describe() or in the results.
+(requests in flight, default 4), `timeout` (seconds, default 60: a total deadline per request
+attempt, covering connect, send, headers and the whole body, so a server that drips its answer
+cannot hold a sentence longer than that), `retries` (default 2), `max_mb` (the largest answer
+accepted, in MiB, default 100: a larger Content-Length is refused at once, and any body is read in
+1 MiB pieces and dropped as soon as it passes the cap, announced or not). The API key comes only from
+EVALKIT_HTTP_API_KEY (sent as a Bearer token), so it never lands in MODEL, in describe() or in the
+results.
 
-The body is {"model", "input", "voice", "response_format": "wav"}. Connection errors, 5xx and 429
-are retried with a short exponential backoff; 4xx and timeouts are not (a bad request stays bad, a
-slow model stays slow). A batch raises on its first failed request; the core then asks again one
-sentence at a time, and the sentence that failed gets its remembered error back without a second
-request, so one slow sentence costs one timeout, while its batch-mates are simply requested again.
+The body is {"model", "input", "voice", "response_format": "wav"}. Redirects are never followed:
+a 3xx fails its sentence with the status and the Location, so the API key never goes to another
+host. Connection errors, 5xx and 429 are retried with a short exponential backoff; 3xx, 4xx, the
+deadline and the size cap are not (a bad request stays bad, a slow model stays slow). A batch
+raises on its first failed request; the core then asks again one sentence at a time, and the
+sentence that failed gets its remembered error back without a second request, so one slow sentence
+costs one timeout, while its batch-mates are simply requested again.
 """
 
 from __future__ import annotations
@@ -26,22 +32,25 @@ import ipaddress
 import json
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from http.client import HTTPException
+from http.client import HTTPConnection, HTTPException, HTTPSConnection, IncompleteRead
 from typing import Sequence
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
-import numpy as np
-import soundfile as sf
-
+from ..audio import duration_cap, read_wav
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
 SUFFIX = "/audio/speech"
 INTS = {"concurrency": 1, "retries": 0}  # name -> smallest allowed value
+FLOATS = {"timeout": 0.001, "max_mb": 0.001}  # name -> smallest allowed value
+KNOWN = ("model", "voice", "concurrency", "timeout", "retries", "max_mb")
+CHUNK = 1 << 20  # bytes read at a time, so a body past the cap is dropped after at most this much more
+DETAIL = 4096  # bytes of an error answer kept for its message
 
 
 def _positive(name: str, raw: str, smallest: float) -> float:
@@ -61,6 +70,103 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class _Deadline:
+    """One request attempt's total time limit. A daemon timer shuts the attempt's socket down when
+    it passes, so no read, however slow the server drips, outlives it; `stop()` ends the watch and
+    says whether it had fired (then whatever the attempt read or raised is the deadline's doing)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._expired = self._stopped = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return max(self.end - time.monotonic(), 0.001)
+
+    def watch(self, sock: socket.socket) -> None:
+        """The socket to cut at the deadline (cut at once if it already passed)."""
+        with self._lock:
+            self._sock = sock
+            if self._expired:
+                self._cut()
+            else:
+                sock.settimeout(self.remaining())  # a single read never waits past the deadline
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._expired = True
+                self._cut()
+
+    def _cut(self) -> None:
+        if self._sock is not None:
+            try:
+                # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown would drop
+                # its SSL object under a read in progress. A blocked read then sees end of stream.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the attempt is over
+
+    def stop(self) -> bool:
+        with self._lock:
+            self._stopped = True
+            self._timer.cancel()
+            return self._expired
+
+
+class _Watched:
+    """Mixin for http.client connections: the socket they open is watched by the attempt's deadline."""
+
+    def __init__(self, *args, deadline: _Deadline | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+        self._create_connection = self._watched_connection  # an instance attribute in HTTPConnection
+
+    def _watched_connection(self, *args, **kwargs) -> socket.socket:
+        sock = socket.create_connection(*args, **kwargs)
+        if self._deadline is not None:
+            self._deadline.watch(sock)
+        return sock
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    def connect(self) -> None:
+        # HTTPSConnection.connect, with the handshake after the watch moved to the TLS socket
+        # (wrapping detaches the plain one), so a dripped handshake ends at the deadline too.
+        HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._tunnel_host or self.host,
+                                              do_handshake_on_connect=False)
+        if self._deadline is not None:
+            self._deadline.watch(self.sock)
+        self.sock.do_handshake()
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_WatchedHTTPConnection, req, deadline=getattr(req, "evalkit_deadline", None))
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_WatchedHTTPSConnection, req, context=self._context,
+                            check_hostname=self._check_hostname, deadline=getattr(req, "evalkit_deadline", None))
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx comes back as the HTTPError it is: following it would send the API key elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class HTTPAdapter:
     name = "http"
     version = "1"
@@ -69,6 +175,7 @@ class HTTPAdapter:
     concurrency = 4
     timeout_s = 60.0
     retries = 2
+    max_mb = 100.0
     backoff_s = 0.25
 
     @classmethod
@@ -87,14 +194,15 @@ class HTTPAdapter:
             params = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)))
         except ValueError as exc:
             raise EvalkitError(f"bad URL {model!r}: {exc}") from None
-        unknown = set(params) - {"model", "voice", "timeout", *INTS}
+        unknown = set(params) - set(KNOWN)
         if unknown:
-            raise EvalkitError(f"unknown URL parameter {sorted(unknown)[0]!r} "
-                               "(known: model, voice, concurrency, timeout, retries)")
+            raise EvalkitError(f"unknown URL parameter {sorted(unknown)[0]!r} (known: {', '.join(KNOWN)})")
         self.tts_model = params.get("model") or os.environ.get("EVALKIT_HTTP_MODEL") or "tts-1"
         self.voice = params.get("voice") or os.environ.get("EVALKIT_HTTP_VOICE") or "alloy"
         if "timeout" in params:
-            self.timeout_s = _positive("timeout", params["timeout"], 0.001)
+            self.timeout_s = _positive("timeout", params["timeout"], FLOATS["timeout"])
+        if "max_mb" in params:
+            self.max_mb = _positive("max_mb", params["max_mb"], FLOATS["max_mb"])
         for key, smallest in INTS.items():
             if key in params:
                 setattr(self, key, int(_positive(key, params[key], smallest)))
@@ -109,7 +217,8 @@ class HTTPAdapter:
             self._headers["Authorization"] = f"Bearer {os.environ['EVALKIT_HTTP_API_KEY']}"
         # A proxy from the environment cannot reach this machine's loopback: never route through one.
         local = parts.hostname == "localhost" or _is_loopback(parts.hostname)
-        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if local else []))
+        self._opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if local else []),
+                                                   _HTTPHandler(), _HTTPSHandler(), _NoRedirects())
         self._probe(parts.scheme.lower(), parts.hostname, port, local)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="evalkit-http")
         self._failed: dict[tuple, Exception] = {}
@@ -151,19 +260,31 @@ class HTTPAdapter:
                            "response_format": "wav"}).encode()
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
+            deadline = _Deadline(self.timeout_s)
             try:
-                request = urllib.request.Request(self.endpoint, data=body, headers=self._headers, method="POST")
-                with self._opener.open(request, timeout=self.timeout_s) as resp:
-                    return self._decode(resp.read(), resp.headers.get("Content-Type", "?"))
+                try:
+                    data, content_type = self._fetch(body, deadline)
+                except Exception:
+                    if deadline.stop():  # the watchdog cut the socket: whatever broke, the deadline did it
+                        raise TimeoutError from None
+                    raise
+                if deadline.stop():  # a body that ends with the connection reads as complete when cut
+                    raise TimeoutError
+                return self._decode(data, content_type, duration_cap(req.text))
             except urllib.error.HTTPError as exc:
-                detail = " ".join(exc.read().decode(errors="replace").split())[:200]
+                if 300 <= exc.code < 400:
+                    where = exc.headers.get("Location") if exc.headers else None
+                    where = " ".join(urljoin(self.endpoint, where).split())[:200] if where else "nowhere (no Location)"
+                    raise RuntimeError(f"HTTP {exc.code} redirect to {where} not followed (evalkit never follows "
+                                       "redirects, so the API key stays with the endpoint)") from None
+                detail = " ".join(getattr(exc, "evalkit_detail", b"").decode(errors="replace").split())[:200]
                 if last or not (exc.code == 429 or exc.code >= 500):
                     raise RuntimeError(f"HTTP {exc.code} from {self.endpoint} after {attempt + 1} tries: {detail}") from None
             except (TimeoutError, urllib.error.URLError) as exc:
                 reason = getattr(exc, "reason", exc)
                 if isinstance(reason, TimeoutError):
-                    raise TimeoutError(f"no answer from {self.endpoint} within {self.timeout_s:g} s "
-                                       "(URL parameter timeout=)") from None
+                    raise TimeoutError(f"no answer from {self.endpoint} within {self.timeout_s:g} s (total deadline "
+                                       "per request: connect, headers and body; URL parameter timeout=)") from None
                 if last:
                     raise ConnectionError(f"{self.endpoint} unreachable after {attempt + 1} tries: {reason}") from None
             except (ConnectionError, HTTPException) as exc:
@@ -173,13 +294,48 @@ class HTTPAdapter:
             time.sleep(self.backoff_s * 2 ** attempt)
         raise AssertionError("unreachable")
 
-    def _decode(self, data: bytes, content_type: str) -> Audio:
+    def _fetch(self, body: bytes, deadline: _Deadline) -> tuple[bytes, str]:
+        """One attempt, under `deadline`: the answer's bytes (at most max_mb) and its Content-Type."""
+        request = urllib.request.Request(self.endpoint, data=body, headers=self._headers, method="POST")
+        request.evalkit_deadline = deadline
         try:
-            samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise RuntimeError(f"answer is not a readable wav ({content_type}, {len(data)} bytes: "
+            with self._opener.open(request, timeout=deadline.remaining()) as resp:
+                return self._read_capped(resp), resp.headers.get("Content-Type", "?")
+        except urllib.error.HTTPError as exc:
+            try:  # the start of the error answer, for the message: never all of it
+                exc.evalkit_detail = b"" if 300 <= exc.code < 400 else exc.read(DETAIL)
+            except (OSError, HTTPException, ValueError):
+                exc.evalkit_detail = b""
+            finally:
+                exc.close()
+            raise
+
+    def _read_capped(self, resp) -> bytes:
+        cap = int(self.max_mb * (1 << 20))
+        too_large = RuntimeError(f"answer larger than {self.max_mb:g} MiB (URL parameter max_mb=)")
+        if resp.length is not None and resp.length > cap:
+            raise too_large  # announced: refused before reading any of it
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = resp.read(min(CHUNK, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                raise too_large
+        data = b"".join(chunks)
+        if resp.length:  # read(n) takes an early end of stream quietly; a short body is a broken one
+            raise IncompleteRead(data, resp.length)
+        return data
+
+    def _decode(self, data: bytes, content_type: str, max_seconds: float) -> Audio:
+        try:  # the length comes from the header: a clip longer than the text allows is not decoded
+            return read_wav(io.BytesIO(data), max_seconds)
+        except EvalkitError as exc:
+            raise RuntimeError(f"answer is not a usable wav ({content_type}, {len(data)} bytes: "
                                f"{data[:60]!r}): {exc}") from None
-        return Audio(np.ascontiguousarray(samples.mean(axis=1), dtype=np.float32), int(rate))
 
     def describe(self) -> dict[str, str]:
         return {
@@ -192,6 +348,7 @@ class HTTPAdapter:
             "concurrency": str(self.concurrency),
             "timeout_s": f"{self.timeout_s:g}",
             "retries": str(self.retries),
+            "max_mb": f"{self.max_mb:g}",
             "device": self.device,
             "adapter_version": self.version,
         }
