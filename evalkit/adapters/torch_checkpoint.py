@@ -6,9 +6,12 @@ fixed without rewriting a large checkpoint; its `config` is merged over the embe
     torch.save({"model": net.state_dict(), "evalkit": {"adapter": "my-tts", "config": {...}}}, "ckpt.pt")
     ckpt.pt.evalkit.yaml:   adapter: my-tts     (optional: config: {...}, trust: true)
 
-`adapter` is an entry point name (group `evalkit.adapters`) or "pkg.mod:Name". That class is
-built with `Name.from_checkpoint(state, config, device)`; subclass `TorchTTS` to write only that
-and `synthesize_one`. `--adapter my-tts ckpt.pt` also works for a checkpoint that names nothing.
+`adapter` is an entry point name (group `evalkit.adapters`), or "pkg.mod:Name" when you trust the
+checkpoint (below): a name inside a file is checked against the installed entry points before
+anything is imported, because importing a module runs its code ("this:x", "ctypes:cdll"). From
+the command line, `--adapter pkg.mod:Name ckpt.pt` always works, and it also serves a checkpoint
+that names nothing. That class is built with `Name.from_checkpoint(state, config, device)`;
+subclass `TorchTTS` to write only that and `synthesize_one`.
 
 Loading is `torch.load(weights_only=True)`: tensors, dicts, lists, numbers and strings only.
 Unpickling anything else runs code chosen by whoever wrote the file, so it needs an explicit
@@ -40,8 +43,8 @@ SIDECAR_KEYS = {"adapter", "config", "trust"}
 TRUST_ENV = "EVALKIT_TRUST_CHECKPOINTS"
 KEY = "evalkit"
 HOWTO = ('save it with torch.save({..., "evalkit": {"adapter": "my-tts", "config": {...}}}, path), '
-         "or write SIDECAR containing `adapter: my-tts` (an entry point name or pkg.mod:Name), "
-         "or pass --adapter NAME")
+         "or write SIDECAR containing `adapter: my-tts` (an installed entry point name), "
+         "or pass --adapter NAME|pkg.mod:Name")
 
 
 def archive_kind(path: Path) -> str:
@@ -62,7 +65,9 @@ def archive_kind(path: Path) -> str:
 
 
 def as_audio(result: Any, sample_rate: int | None, who: str) -> Audio:
-    """Audio from what a user's code returned: Audio, (waveform, rate), or a bare waveform."""
+    """Audio from what a user's code returned: Audio, (waveform, rate), or a bare waveform of
+    floats in [-1, 1]. Integer samples (16-bit PCM and the like) are refused, not converted: as
+    floats they are thousands of times full scale, and would be scored clipped as if fine."""
     if isinstance(result, Audio):
         return result
     if isinstance(result, tuple) and len(result) == 2:
@@ -70,8 +75,14 @@ def as_audio(result: Any, sample_rate: int | None, who: str) -> Audio:
     if not sample_rate or int(sample_rate) <= 0:
         raise RuntimeError(f"{who} gave no sample rate: return (waveform, sample_rate) or set self.sample_rate")
     if hasattr(result, "detach"):  # a torch tensor, on any device
+        if not (result.dtype.is_floating_point or result.dtype.is_complex or str(result.dtype) == "torch.bool"):
+            _integer_samples(who, str(result.dtype).removeprefix("torch."), result.dtype.itemsize * 8,
+                             result.dtype.is_signed)
         result = result.detach().to("cpu").float().numpy()
-    x = np.asarray(result, dtype=np.float32)
+    x = np.asarray(result)
+    if x.dtype.kind in "iu":
+        _integer_samples(who, x.dtype.name, x.dtype.itemsize * 8, x.dtype.kind == "i")
+    x = x.astype(np.float32, copy=False)
     if x.ndim > 1 and sum(d > 1 for d in x.shape) <= 1:
         x = x.reshape(-1)  # (1, T) and (T, 1) are mono too
     if x.ndim != 1:
@@ -79,16 +90,24 @@ def as_audio(result: Any, sample_rate: int | None, who: str) -> Audio:
     return Audio(np.ascontiguousarray(x), int(sample_rate))
 
 
+def _integer_samples(who: str, dtype: str, bits: int, signed: bool) -> None:
+    full = 2 ** (bits - 1)
+    if bits > 32:  # int64 usually holds 16-bit values (a list of ints, torch.long)
+        how = "x / 32768 for 16-bit PCM"
+    else:
+        how = f"x / {full}" if signed else f"(x - {full}) / {full}"
+    raise RuntimeError(f"{who} returned {dtype} samples: return float32 in [-1, 1] (e.g. {how})")
+
+
 def _read_sidecar(path: Path) -> tuple[dict, Path | None]:
     sidecar = Path(str(path) + SIDECAR_SUFFIX)
     if not sidecar.is_file():
         return {}, None
-    import yaml
+    from ..untrusted import load_yaml
 
-    try:
-        data = yaml.safe_load(sidecar.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"{sidecar}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    # Bounded: a sidecar shipped beside a download is input from others (an alias bomb in
+    # `config:` would otherwise blow up when the config is recorded).
+    data = load_yaml(sidecar) or {}
     if not isinstance(data, dict):
         raise EvalkitError(f"{sidecar}: expected a mapping with `adapter:` (and optional `config:`, `trust:`)")
     unknown = set(data) - SIDECAR_KEYS
@@ -103,25 +122,94 @@ def _read_sidecar(path: Path) -> tuple[dict, Path | None]:
 
 
 def _load(path: Path, trust: bool, sidecar: Path) -> Any:
-    import pickle
+    import warnings
 
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as exc:
-        # Random bytes fail inside the weights-only unpickler too ("Unsupported operand"): only an
-        # unsupported GLOBAL is a real pickle that opting in would load.
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if not found:
+        with warnings.catch_warnings():
+            # torch's own advice ("Detected pickle protocol 4 ...") would be lines beside the one
+            # that says what happened; warnings from the user's pickled classes still show.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        refused = None if trust else _refused(path, exc)
+        if refused is None:
             raise EvalkitError(f"{path}: not a readable PyTorch checkpoint ({_weights_only_reason(exc)})") from None
-        what = f"the object {found.group(1)}"
+        what, instead = refused
         raise EvalkitError(
             f"{path}: refused to unpickle {what} (loading with weights_only=True, because unpickling can run "
-            f"arbitrary code from the file); save plain data instead (e.g. model.state_dict()), or, only if you "
-            f"trust this file, set {TRUST_ENV}=1 or put `trust: true` in {sidecar}") from None
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise EvalkitError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+            f"arbitrary code from the file); {instead}, or, only if you trust this file, set {TRUST_ENV}=1 or put "
+            f"`trust: true` in {sidecar}") from None
+
+
+PLAIN_DATA = "save plain data instead (e.g. model.state_dict())"
+
+
+def _refused(path: Path, exc: BaseException) -> tuple[str, str] | None:
+    """(what was refused, what to save instead) when the weights-only loader refused a real
+    pickle that opting in would load; None for a file that is simply not a checkpoint."""
+    import pickle
+
+    text = " ".join(str(exc).split())
+    # "Unsupported global: GLOBAL pkg.Cls was not an allowed global", and for sys/os/posix/nt
+    # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+    found = re.search(r"\bGLOBAL ([\w.]+)", text)
+    if isinstance(exc, pickle.UnpicklingError) and found:
+        name = found.group(1)
+        if name.split(".")[0] == "numpy":
+            return (f"the object {name} (a numpy array or scalar)",
+                    "save tensors (torch.from_numpy(a)) or plain numbers (a.tolist()) instead")
+        return f"the object {name}", PLAIN_DATA
+    if "legacy .tar format" in text:  # a RuntimeError: the pre-0.4 format is only read unrestricted
+        return "a checkpoint in the legacy .tar format", "re-save it with a current torch.save"
+    if "TorchScript archive" in text and "weights_only" in text:
+        return "a TorchScript archive", "run it without --adapter (evalkit loads it with torch.jit.load)"
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    # Random bytes fail inside the weights-only unpickler too ("Unsupported operand"): only a
+    # well-formed pickle stream (parsed, never executed) is a real pickle that opting in would load.
+    protocol = _pickle_protocol(path)
+    if protocol is None:
+        return None
+    reason = re.search(r"WeightsUnpickler error: (.+?)(?: Check the documentation|$)", text)
+    detail = reason.group(1).strip() if reason else re.sub(r"^Weights only load failed\. ", "", text)[:200]
+    if protocol > 3 and "Unsupported operand" in detail:
+        return (f"a protocol-{protocol} pickle, which the weights-only loader cannot read ({detail})",
+                "re-save it with torch.save's default pickle protocol (no pickle_protocol=)")
+    return f"what this pickle holds ({detail})", PLAIN_DATA
+
+
+def _pickle_protocol(path: Path) -> int | None:
+    """The protocol of the checkpoint's pickle if it is a complete, well-formed pickle stream:
+    data.pkl of a torch.save zip, or the first pickle of the older format. Only parsed
+    (pickletools), never unpickled."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+                if name is None:
+                    return None
+                with z.open(name) as f:
+                    return _protocol_of(pickletools.genops(f))
+        with open(path, "rb") as f:
+            return _protocol_of(pickletools.genops(f))
+    except Exception:  # not a pickle: ValueError, EOF, struct errors, a bad zip
+        return None
+
+
+def _protocol_of(ops) -> int | None:
+    protocol = None
+    for i, (op, arg, _pos) in enumerate(ops):
+        if i == 0:
+            if op.name != "PROTO":  # torch.save always writes protocol 2 or later
+                return None
+            protocol = int(arg)
+        if op.name == "STOP":
+            return protocol
+    return None
 
 
 def _weights_only_reason(exc: BaseException) -> str:
@@ -134,21 +222,40 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
 
 
-def _user_class(ref: str | type, path: Path) -> tuple[type, str, str]:
-    """(class, target "pkg.mod:Name", version of the package that provides it)."""
+def whole(exc: BaseException) -> str:
+    """The library's whole message on one line: a state-dict mismatch puts what is wrong
+    (Missing key(s), Unexpected key(s), size mismatch) after its first line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _user_class(ref: str | type, path: Path, source: str, trusted: bool) -> tuple[type, str, str]:
+    """(class, target "pkg.mod:Name", version of the package that provides it). A name read from
+    the checkpoint or its sidecar is checked before anything is imported: an untrusted file may
+    name only an installed entry point, because importing a module runs its code."""
     if isinstance(ref, type):
         target, dist = f"{ref.__module__}:{ref.__qualname__}", None
         cls = ref
     else:
         found = plugins.registered(plugins.ADAPTERS)
+        where = "" if source == "--adapter" else f" (in its {source})"
+        if ":" in ref and source != "--adapter" and not trusted:
+            shown = ref if re.fullmatch(r"[\w.]+:[\w.]+", ref) else "pkg.mod:Name"
+            raise EvalkitError(
+                f"{path} names adapter {ref[:200]!r}{where} by module path, which evalkit does not import for an "
+                f"untrusted checkpoint (importing a module runs its code): install the adapter and register it as "
+                f"an entry point in group evalkit.adapters, then name it by that name (installed: "
+                f"{', '.join(sorted(found)) or 'none'}), or pass --adapter {shown}, or, only if you trust this "
+                f"file, set {TRUST_ENV}=1 or put `trust: true` in {path}{SIDECAR_SUFFIX}")
         if ":" not in ref and ref not in found:
-            raise EvalkitError(f"{path} names adapter {ref!r}, which is not installed (installed adapters: "
-                               f"{', '.join(sorted(found)) or 'none'}); pip install the package that provides it")
+            raise EvalkitError(f"{path} names adapter {ref[:200]!r}, which is not installed (installed "
+                               f"adapters: {', '.join(sorted(found)) or 'none'}); pip install the package that "
+                               "provides it")
         target, dist = (ref, None) if ":" in ref else found[ref]
         try:
             cls = plugins.load_target(target)
         except EvalkitError as exc:
-            raise EvalkitError(f"{path} names adapter {ref!r}: {exc}") from None
+            raise EvalkitError(f"{path} names adapter {ref!r}: {exc}") from exc
     if not callable(getattr(cls, "from_checkpoint", None)):
         raise EvalkitError(f"{path} names adapter {target!r}, which has no from_checkpoint(state, config, device) "
                            "(subclass evalkit.adapters.torch_checkpoint.TorchTTS)")
@@ -226,14 +333,14 @@ class TorchCheckpointAdapter:
         self.trusted = side.get("trust") is True or os.environ.get(TRUST_ENV) == "1"
         self.digest, state = _load_pinned(path, self.trusted)
         ref, self.config, self.spec_source = _spec(path, state, side, adapter)
-        cls, self.target, self.user_version = _user_class(ref, path)
+        cls, self.target, self.user_version = _user_class(ref, path, self.spec_source, self.trusted)
         self.requested_device, self.device = device, _device(device)
         try:
             self.inner = cls.from_checkpoint(state, self.config, self.device)
         except EvalkitError:
             raise
-        except Exception as exc:  # a mismatched state dict is bad input, reported in one line
-            raise EvalkitError(f"{path}: {self.target}.from_checkpoint failed ({_first_line(exc)})") from None
+        except Exception as exc:  # a mismatched state dict is bad input, reported in one (whole) line
+            raise EvalkitError(f"{path}: {self.target}.from_checkpoint failed ({whole(exc)})") from exc
         if not callable(getattr(self.inner, "synthesize", None)):
             raise EvalkitError(f"{self.target}.from_checkpoint returned {type(self.inner).__name__}, "
                                "which has no synthesize(requests)")

@@ -22,7 +22,7 @@ from typing import Sequence
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 from ..cache import sha256_file
-from .torch_checkpoint import _device, archive_kind, as_audio
+from .torch_checkpoint import _device, archive_kind, as_audio, whole
 
 SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".pt2")
 CONTRACT = "forward(text: str) -> Tensor"
@@ -61,9 +61,9 @@ class TorchScriptAdapter:
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the format people ship
                 self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         except Exception as exc:  # a damaged archive raises RuntimeError, ValueError, ...
-            lines = str(exc).strip().splitlines()
-            raise EvalkitError(f"{path}: not a loadable TorchScript archive ({type(exc).__name__}: "
-                               f"{lines[0][:160] if lines else ''})") from None
+            # The whole message: TorchScript's first line ("undefined value y:") says little
+            # without the source excerpt that follows it.
+            raise EvalkitError(f"{path}: not a loadable TorchScript archive ({whole(exc)})") from exc
         self.module.eval()
         self._check_forward(path)
         self.sample_rate = self._sample_rate(path, extra["sample_rate"])
