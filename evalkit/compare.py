@@ -1,13 +1,19 @@
 """Paired comparison of two runs over the utterances both scored.
 
 Statistics, per metric value key (the keys each metric declares with a direction in
-summary["metrics"][name]["higher_is_better"]; per-utterance counts such as char_sub are left out:
-they are the ingredients of rates, not qualities):
+summary["metrics"][name]["higher_is_better"]: True (higher is better), False (lower is better) or
+None (no direction: e.g. duration_ratio, where 1.0 is ideal and both ways are wrong); per-utterance
+counts such as char_sub are left out: they are the ingredients of rates, not qualities):
 - delta = mean(candidate - baseline) over utterances where both values are finite;
 - a 95% percentile bootstrap CI of that mean: RESAMPLES resamples of the utterances with
   replacement, from numpy's Generator seeded with SEED, so the same runs always give the same CI;
 - the paired Wilcoxon signed-rank p-value (scipy; p = 1 when no utterance changed);
-- direction: "worse" or "better" when the CI excludes zero on that side, else "same".
+- direction: "worse" or "better" when the CI excludes zero on that side, else "same"; for a key
+  without a direction, "changed" when the CI excludes zero (either side), else "same": such a key is
+  compared and shown, but never worse, so gates never count it as a regression.
+The direction of a key is the one both runs recorded; when they disagree (an older run recorded
+duration_ratio as lower-is-better, a newer one records no direction), the key has no direction: a
+direction the two runs do not agree on decides nothing. Two older runs compare as they always did.
 The CI, not the p-value, decides: with five utterances the smallest possible Wilcoxon p is 0.0625,
 while a CI still shows a shift every utterance agrees on.
 
@@ -42,7 +48,7 @@ class RunLike(Protocol):
 class MetricDelta:
     key: str
     metric: str  # the metric plug-in that produced the key
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: no direction (neither way is better)
     n: int  # utterances with a finite value in both runs
     baseline_mean: float
     candidate_mean: float
@@ -50,17 +56,48 @@ class MetricDelta:
     ci_low: float
     ci_high: float
     p_value: float
-    direction: str  # worse | better | same
+    direction: str  # worse | better | same; changed | same for a key without a direction
     pairs: tuple[tuple[str, float, float], ...]  # (utterance id, candidate, baseline)
 
     @property
     def worsening(self) -> float:
-        """The delta signed so that positive is worse, whatever the metric's direction."""
+        """The delta signed so that positive is worse, whatever the metric's direction; NaN for a
+        key without a direction (nothing is worse, so no comparison with a gate holds)."""
+        if self.higher_is_better is None:
+            return math.nan
         return -self.delta if self.higher_is_better else self.delta
 
     @property
+    def scale(self) -> float:
+        """The spread of the metric on this comparison: the standard deviation of all 2n
+        per-utterance values, baseline and candidate together."""
+        values = [v for _, c, b in self.pairs for v in (c, b)]
+        return float(np.std(values)) if values else math.nan
+
+    @property
     def rel_delta(self) -> float:
-        return self.delta / abs(self.baseline_mean) if self.baseline_mean else math.nan
+        """delta / |baseline mean|, or NaN when the baseline mean is too near zero for a percentage
+        to mean anything (see relative_change)."""
+        return relative_change(self.baseline_mean, self.delta, self.scale)
+
+
+def relative_change(baseline_mean: float, delta: float, scale: float) -> float:
+    """delta / |baseline_mean| when the baseline mean is not 0 and |baseline_mean| >= scale; else NaN
+    (the report shows "–", comparison.json null).
+
+    Why: a percentage is of the baseline mean, and it means something only when that mean is well
+    away from zero on the metric's own scale, here the standard deviation of the per-utterance
+    values of both runs. A baseline mean within one such spread of zero (CER 0.005 when some
+    utterances score 0.02-0.05) turns noise into +320 %; CER 0.2 -> 0.22 on values spread by 0.05
+    stays +10 %. The spread includes the shift between the runs (at least |delta|/2), so a shown
+    percentage never exceeds 200 %.
+    """
+    values = (baseline_mean, delta, scale)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or baseline_mean == 0:
+        return math.nan
+    if abs(baseline_mean) < scale:
+        return math.nan
+    return delta / abs(baseline_mean)
 
 
 @dataclass(frozen=True)
@@ -145,8 +182,9 @@ def incomparability(candidate: dict, baseline: dict) -> list[str]:
     return reasons
 
 
-def value_keys(summary: dict) -> dict[str, tuple[str, bool]]:
-    """key -> (metric name, higher_is_better) for every value key a run's metrics declare."""
+def value_keys(summary: dict) -> dict[str, tuple[str, bool | None]]:
+    """key -> (metric name, higher_is_better: True, False or None) for every value key a run's
+    metrics declare."""
     agg = summary.get("aggregates") or {}
     out = {}
     for name, info in (summary.get("metrics") or {}).items():
@@ -154,7 +192,7 @@ def value_keys(summary: dict) -> dict[str, tuple[str, bool]]:
             # Counts are aggregated as sums only (pipeline.aggregate): that is how they show here.
             if f"{key}/sum" in agg and f"{key}/mean" not in agg:
                 continue
-            out[key] = (name, bool(higher))
+            out[key] = (name, None if higher is None else bool(higher))
     return out
 
 
@@ -186,12 +224,17 @@ def compare(candidate: RunLike, baseline: RunLike, force: bool = False,
     if len(ids) < len(base_rows) or len(ids) < len(cand_rows):
         notes.append(f"{len(ids)} paired utterances ({len(cand_rows) - len(ids)} only in the candidate, "
                      f"{len(base_rows) - len(ids)} only in the baseline)")
-    deltas = [_metric_delta(key, *ck[key], ids, cand_rows, base_rows, resamples, seed)
-              for key in ck if key in bk]
+    deltas = [_metric_delta(key, ck[key][0], _direction(ck[key][1], bk[key][1]), ids, cand_rows, base_rows,
+                            resamples, seed) for key in ck if key in bk]
     return Comparison(candidate.source, baseline.source, len(ids), len(cand_rows) - len(ids),
                       len(base_rows) - len(ids), tuple(d for d in deltas if d is not None),
                       tuple(_new_failures(ids, cand_rows, base_rows, [k for k in ck if k in bk])),
                       tuple(reasons), tuple(notes), resamples, seed)
+
+
+def _direction(candidate: bool | None, baseline: bool | None) -> bool | None:
+    """The direction both runs recorded; None (no direction) when they disagree."""
+    return candidate if candidate == baseline else None
 
 
 def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, seed) -> MetricDelta | None:
@@ -202,11 +245,14 @@ def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, see
     c = np.array([p[1] for p in pairs])
     b = np.array([p[2] for p in pairs])
     low, high = bootstrap_ci(c - b, resamples, seed)  # the same seed per key: order-independent
-    worse_side = high < 0 if higher else low > 0
-    better_side = low > 0 if higher else high < 0
+    if higher is None:  # no direction: a sure change is only a change
+        direction = "changed" if low > 0 or high < 0 else "same"
+    else:
+        worse_side = high < 0 if higher else low > 0
+        better_side = low > 0 if higher else high < 0
+        direction = "worse" if worse_side else "better" if better_side else "same"
     return MetricDelta(key, metric, higher, len(pairs), float(b.mean()), float(c.mean()),
-                       float((c - b).mean()), low, high, wilcoxon_p(c, b),
-                       "worse" if worse_side else "better" if better_side else "same", tuple(pairs))
+                       float((c - b).mean()), low, high, wilcoxon_p(c, b), direction, tuple(pairs))
 
 
 def _new_failures(ids, cand_rows, base_rows, keys) -> list[NewFailure]:

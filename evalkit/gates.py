@@ -16,6 +16,13 @@ sure of regresses.
 A key regresses only when its CI excludes zero on the worse side AND its mean worsening exceeds
 its gate: noise never fails a build, nor does a real but tolerated change. A new per-utterance
 failure (compare.NewFailure) is a regression whatever the gates say.
+
+A key without a direction (higher_is_better None, e.g. duration_ratio: 1.0 is ideal, both ways
+are wrong) is never gated, not even by `default`: it has no worse side, so it never regresses. A
+gate named for such a key is reported as not applied.
+
+The source of a gates file, shown in reports, is its path relative to the current folder when it
+is inside it, else only its file name: a report must not carry local absolute paths.
 """
 
 from __future__ import annotations
@@ -30,6 +37,16 @@ import yaml
 
 from .compare import Comparison, Incomparable, MetricDelta
 from .errors import EvalkitError
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the current folder when inside it, else its file name."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError, RuntimeError):
+        return path.name or str(path)
+
 
 _LIMITS = ("max_abs", "max_rel")
 
@@ -124,7 +141,7 @@ def from_file(path: Path) -> Gates:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EvalkitError(f"{path}: not a readable gates file ({first})") from None
-    return parse(obj, str(path))
+    return parse(obj, display_path(path))
 
 
 def from_suite(folder: Path | None) -> Gates | None:
@@ -136,7 +153,7 @@ def from_suite(folder: Path | None) -> Gates | None:
         return None  # the suite loader reports unreadable headers; gates are then simply absent
     if not isinstance(header, Mapping) or header.get("gates") is None:
         return None
-    return parse(header["gates"], f"{folder / 'suite.yaml'} gates")
+    return parse(header["gates"], f"{display_path(folder / 'suite.yaml')} gates")
 
 
 def resolve(path: Path | None, suite_folder: Path | None) -> Gates:
@@ -149,19 +166,22 @@ def resolve(path: Path | None, suite_folder: Path | None) -> Gates:
 def judge(result: Comparison | Incomparable, gates: Gates) -> Verdict:
     if isinstance(result, Incomparable) or result.reasons:
         return Verdict("incomparable", {}, result.reasons, (), gates.source)
-    verdicts = {m.key: _judge_metric(m, gates.for_key(m.key)) for m in result.metrics}
+    verdicts = {m.key: _judge_metric(m, None if m.higher_is_better is None else gates.for_key(m.key))
+                for m in result.metrics}
     reasons = [_regression_line(m, verdicts[m.key]) for m in result.metrics if verdicts[m.key].regressed]
     reasons += [f"new failure: {f.utterance_id}: {f.reason}" for f in result.new_failures]
     compared = {m.key for m in result.metrics}
     notes = [f"gate for {k} not applied: not measured in both runs" for k in gates.per_key if k not in compared]
+    notes += [f"gate for {m.key} not applied: it has no direction (neither way is better)"
+              for m in result.metrics if m.higher_is_better is None and m.key in gates.per_key]
     return Verdict("regressed" if reasons else "pass", verdicts, tuple(reasons),
                    tuple(notes) + result.notes, gates.source)
 
 
 def _judge_metric(m: MetricDelta, gate: Gate | None) -> MetricVerdict:
     allowed = gate.allowed(m.baseline_mean) if gate else math.inf
-    significant = m.direction == "worse"
-    breaks = m.worsening > allowed
+    significant = m.direction == "worse"  # never for a key without a direction
+    breaks = m.higher_is_better is not None and m.worsening > allowed
     return MetricVerdict(m.key, gate, allowed, significant, breaks, significant and breaks)
 
 

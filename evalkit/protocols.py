@@ -73,6 +73,6 @@ class Metric(Protocol):
     sample_rate: int
     needs_transcript: bool
     needs_reference: bool
-    higher_is_better: Mapping[str, bool]
+    higher_is_better: Mapping[str, bool | None]  # None: no direction (duration_ratio: 1 is ideal)
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]: ...

@@ -5,6 +5,17 @@ resources; the only files it points at are the wav files copied into OUT/audio/{
 baseline,reference}/, by relative path, so the folder can be zipped, uploaded as a CI artifact or
 logged to MLflow and still play. summary.md is the same verdict for a CI comment or job summary.
 Every run-provided string is escaped (html.escape, _md).
+
+Only audio that belongs to the runs is copied (and so uploaded with the report): each run's own
+clips (LoadedRun.audio_path: regular files inside its audio folder, symlinks resolved), and
+reference audio only when it provably is what the candidate was scored against
+(runs.reference_paths checks the recorded reference digest); otherwise no reference players, with
+a note. Local absolute paths of gates files are not shown (gates.display_path).
+
+Keys without a direction (higher_is_better None, e.g. duration_ratio) show "↕" where other keys
+show ↑ or ↓, the status "changed" or "same", and rank "most changed" utterances by the size of
+their change, never as lower-is-better. Δ % is shown only where a percentage means something
+(compare.relative_change: not for a baseline mean near zero), else "–".
 """
 
 from __future__ import annotations
@@ -34,6 +45,21 @@ _SYMBOL = {"pass": "✓ pass", "regressed": "✗ regressed", "incomparable": "�
 _EDIT = re.compile(r"\[([^\[\]→]*)→([^\[\]]*)\]|\[-([^\[\]]*)\]|\[\+([^\[\]]*)\]")
 
 
+def arrow(higher_is_better: bool | None) -> str:
+    """↑ higher is better, ↓ lower is better, ↕ no direction."""
+    return "↕" if higher_is_better is None else "↑" if higher_is_better else "↓"
+
+
+def pct(m: MetricDelta, digits: int = 3) -> str:
+    """Δ % of the baseline mean, or "–" when the baseline is too near zero (compare.relative_change)."""
+    r = m.rel_delta
+    return fmt(100 * r, True, digits) + " %" if math.isfinite(r) else fmt(None)
+
+
+def _worst_title(m: MetricDelta) -> str:
+    return "Most changed utterances" if m.higher_is_better is None else "Worst-regressed utterances"
+
+
 def worst_metric(result: Comparison, worst_by: str) -> MetricDelta | None:
     """The key that ranks utterances: `worst_by` when compared, else the first that got worse."""
     by_key = {m.key: m for m in result.metrics}
@@ -41,8 +67,13 @@ def worst_metric(result: Comparison, worst_by: str) -> MetricDelta | None:
 
 
 def worst_utterances(m: MetricDelta | None, k: int = WORST) -> list[tuple[str, float, float]]:
+    """The k utterances that got most worse on m; for a key without a direction, the k that changed
+    most either way."""
     if m is None:
         return []
+    if m.higher_is_better is None:
+        ranked = sorted(m.pairs, key=lambda p: -abs(p[1] - p[2]))
+        return [p for p in ranked if p[1] != p[2]][:k]
     sign = -1.0 if m.higher_is_better else 1.0
     ranked = sorted(m.pairs, key=lambda p: -sign * (p[1] - p[2]))
     return [p for p in ranked if sign * (p[1] - p[2]) > 0][:k]
@@ -85,8 +116,10 @@ def metric_status(verdict: Verdict, m: MetricDelta) -> str:
     return m.direction
 
 
-def _gate(verdict: Verdict, key: str) -> str:
-    v = verdict.metrics.get(key)
+def _gate(verdict: Verdict, m: MetricDelta) -> str:
+    if m.higher_is_better is None:
+        return "none (no direction)"
+    v = verdict.metrics.get(m.key)
     return "none" if v is None or v.gate is None else f"≤ {fmt(v.allowed)} worse"
 
 
@@ -113,12 +146,12 @@ def markdown(candidate, baseline, result, verdict, m, worst) -> str:
               "| metric | baseline | candidate | Δ | 95% CI | p | gate | status |",
               "|---|---:|---:|---:|---|---:|---|---|"]
     for d in result.metrics:
-        arrow = "↑" if d.higher_is_better else "↓"
-        lines.append(f"| {_md(d.key)} {arrow} | {fmt(d.baseline_mean)} | {fmt(d.candidate_mean)} | {fmt(d.delta, True)} "
-                     f"| {ci_text(d)} | {fmt(d.p_value)} | {_gate(verdict, d.key)} | {metric_status(verdict, d)} |")
+        lines.append(f"| {_md(d.key)} {arrow(d.higher_is_better)} | {fmt(d.baseline_mean)} | {fmt(d.candidate_mean)} "
+                     f"| {fmt(d.delta, True)} | {ci_text(d)} | {fmt(d.p_value)} | {_gate(verdict, d)} "
+                     f"| {metric_status(verdict, d)} |")
     if worst:
         cand, base = _rows(candidate), _rows(baseline)
-        lines += ["", f"### Worst-regressed utterances (by {_md(m.key)})", "",
+        lines += ["", f"### {_worst_title(m)} (by {_md(m.key)})", "",
                   f"| id | {_md(m.key)} baseline → candidate | text | baseline transcript | candidate transcript |",
                   "|---|---|---|---|---|"]
         for uid, c, b in worst:
@@ -154,7 +187,15 @@ def _alignment(s: str | None) -> str:
 
 
 def _copy_audio(out_dir: Path, src: Path | None, kind: str, uid: str) -> str | None:
-    if src is None or not Path(src).is_file():
+    """Copies a clip that the callers vetted (audio_path, reference_paths); only a regular file,
+    read at its resolved place (never a device or a pipe that a link points at)."""
+    if src is None:
+        return None
+    try:
+        src = Path(src).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if not src.is_file():
         return None
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", uid).lstrip(".") or "utterance"
     rel = Path("audio") / kind / f"{safe}{Path(src).suffix.lower() or '.wav'}"
@@ -190,7 +231,8 @@ def _plot(m: MetricDelta) -> str:
     c = np.array([p[1] for p in m.pairs])
     b = np.array([p[2] for p in m.pairs])
     d = c - b
-    worse = -d if m.higher_is_better else d
+    # Positive = worse; for a key without a direction, the size of the change (no side is worse).
+    worse = np.abs(d) if m.higher_is_better is None else -d if m.higher_is_better else d
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "evalkit", "font.size": 8}):
         fig = Figure(figsize=(8.0, 2.1), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
@@ -199,19 +241,29 @@ def _plot(m: MetricDelta) -> str:
         jitter = np.random.default_rng(0).uniform(-0.15, 0.15, size=(2, len(d)))
         ax1.scatter(b, 1 + jitter[0], s=9, color="#777", alpha=0.7, zorder=3)
         ax1.scatter(c, 2 + jitter[1], s=9, color="#c0392b" if m.direction == "worse" else "#2471a3", alpha=0.7, zorder=3)
-        ax1.set_title(f"{m.key} ({'higher' if m.higher_is_better else 'lower'} is better)")
+        ax1.set_title(f"{m.key} ({_direction_words(m.higher_is_better)})")
         order = np.argsort(-worse, kind="stable")
-        colors = ["#c0392b" if w > 0 else "#27ae60" if w < 0 else "#999" for w in worse[order]]
+        if m.higher_is_better is None:  # neither side is worse: one neutral colour
+            colors = ["#2471a3" if w > 0 else "#999" for w in worse[order]]
+        else:
+            colors = ["#c0392b" if w > 0 else "#27ae60" if w < 0 else "#999" for w in worse[order]]
         ax2.bar(np.arange(len(d)), d[order], color=colors, width=0.8)
         ax2.axhline(0, color="#333", linewidth=0.6)
         if math.isfinite(m.ci_low):
             ax2.axhspan(m.ci_low, m.ci_high, color="#f39c12", alpha=0.25, linewidth=0, zorder=0)
         ax2.set_xticks([])
-        ax2.set_xlabel(f"{len(d)} utterances, most worsened first; band: 95% CI of the mean")
+        first = "most changed" if m.higher_is_better is None else "most worsened"
+        ax2.set_xlabel(f"{len(d)} utterances, {first} first; band: 95% CI of the mean")
         ax2.set_title("Δ per utterance (candidate − baseline)")
         buf = io.BytesIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _direction_words(higher_is_better: bool | None) -> str:
+    if higher_is_better is None:
+        return "no direction: neither way is better"
+    return "higher is better" if higher_is_better else "lower is better"
 
 
 _CSS = """body{font-family:system-ui,"Noto Sans","NanumGothic","Apple SD Gothic Neo",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
@@ -238,22 +290,29 @@ def _html(out_dir, candidate, baseline, result, verdict, m, worst) -> str:
                      "<th>95% CI of Δ</th><th>p (Wilcoxon)</th><th>gate</th><th>status</th></tr>")
         for d in result.metrics:
             st = metric_status(verdict, d)
-            parts.append(f'<tr class="{_e(st.split(",")[0])}"><td>{_e(d.key)} {"↑" if d.higher_is_better else "↓"}</td>'
+            parts.append(f'<tr class="{_e(st.split(",")[0])}"><td title="{_e(_direction_words(d.higher_is_better))}">'
+                         f'{_e(d.key)} {arrow(d.higher_is_better)}</td>'
                          + "".join(f"<td class=num>{v}</td>" for v in (
                              fmt(d.baseline_mean), fmt(d.candidate_mean), fmt(d.delta, True),
-                             fmt(100 * d.rel_delta, True), _e(ci_text(d)), fmt(d.p_value)))
-                         + f"<td>{_e(_gate(verdict, d.key))}</td><td>{_e(st)}</td></tr>")
+                             _e(pct(d)), _e(ci_text(d)), fmt(d.p_value)))
+                         + f"<td>{_e(_gate(verdict, d))}</td><td>{_e(st)}</td></tr>")
         parts.append("</table>")
         parts += [f"<p class=muted>{_e(n)}</p>" for n in verdict.notes]
-        refs = _references(candidate)
+        if any(not math.isfinite(d.rel_delta) for d in result.metrics):
+            parts.append("<p class=muted>Δ % is left out (–) where the baseline mean is within one standard "
+                         "deviation of the per-utterance values from zero: a percentage of it would be noise.</p>")
+        refs, ref_note = _references(candidate)
+        if ref_note:
+            parts.append(f"<p class=muted>{_e(ref_note)}</p>")
         if result.new_failures:
             parts.append("<h2>New failures</h2>")
             parts += [_utterance(out_dir, f.utterance_id, candidate, baseline, refs, _e(f.reason))
                       for f in result.new_failures]
         if m is not None:
-            parts.append(f"<h2>Worst-regressed utterances (by {_e(m.key)})</h2>")
+            parts.append(f"<h2>{_worst_title(m)} (by {_e(m.key)})</h2>")
             if not worst:
-                parts.append(f"<p>No utterance got worse on {_e(m.key)}.</p>")
+                moved = "changed" if m.higher_is_better is None else "got worse"
+                parts.append(f"<p>No utterance {moved} on {_e(m.key)}.</p>")
             parts += [_utterance(out_dir, uid, candidate, baseline, refs,
                                  f"{_e(m.key)} {fmt(b)} → {fmt(c)} ({fmt(c - b, True)})") for uid, c, b in worst]
         changed = [d for d in result.metrics if any(c != b for _, c, b in d.pairs)]
@@ -272,13 +331,19 @@ def _html(out_dir, candidate, baseline, result, verdict, m, worst) -> str:
             f"<body>{''.join(parts)}</body></html>\n")
 
 
-def _references(run: LoadedRun) -> dict[str, Path]:
+def _references(run: LoadedRun) -> tuple[dict[str, Path], str | None]:
+    """The candidate's reference clips, and a note when it names references that are not played."""
     from .runs import reference_paths
 
     try:
-        return reference_paths(run.summary)
+        refs = reference_paths(run.summary, [r.get("id") for r in run.rows if r.get("id") is not None])
     except Exception:  # listening aids only: a missing or changed suite must not cost the report
-        return {}
+        refs = {}
+    named = str((run.summary.get("params") or {}).get("reference") or "none")
+    if refs or named == "none":
+        return refs, None
+    return refs, ("Reference audio is not played: it could not be verified as the audio the candidate "
+                  "was scored against (its reference digest does not match, or it is gone).")
 
 
 def _as_json(candidate, baseline, result, verdict) -> dict:
@@ -290,8 +355,11 @@ def _as_json(candidate, baseline, result, verdict) -> dict:
                         "run_id": baseline.summary.get("run_id")}}
     if isinstance(result, Comparison):
         out["paired"] = result.paired
+        # delta_pct: 100 * delta / |baseline|, null where the report shows no Δ % (baseline near zero).
+        # higher_is_better: null for a key without a direction.
         out["metrics"] = [{"key": d.key, "higher_is_better": d.higher_is_better, "n": d.n,
                            "baseline": d.baseline_mean, "candidate": d.candidate_mean, "delta": d.delta,
+                           "delta_pct": 100 * d.rel_delta,
                            "ci95": [d.ci_low, d.ci_high], "p": d.p_value,
                            "direction": d.direction, "status": metric_status(verdict, d)} for d in result.metrics]
         out["new_failures"] = [{"id": f.utterance_id, "reason": f.reason} for f in result.new_failures]

@@ -9,9 +9,10 @@ Metric card: MelDTW
   and output (M frames), with Euclidean frame distances. Unit: log-mel Euclidean distance
   (nats) per frame of both clips; along a one-to-one path it is half the mean frame distance.
 - duration_ratio: trimmed output duration / trimmed reference duration. 1 is ideal, above 1
-  the output is slower. Its `higher_is_better` entry (False) is nominal: neither way is better.
+  the output is slower. It has no direction (`higher_is_better` None): neither way is better,
+  so compare shows it as changed or same and gates never count it as a regression.
 Parameters: dtw "exact" (librosa, default) or "fast" (fastdtw), radius (fast only, 10).
-Direction: lower is better. Needs: reference audio (16 kHz mono). Known answers
+Direction: mel_dtw lower is better, duration_ratio none. Needs: reference audio (16 kHz mono). Known answers
 (tests/test_signal_metrics.py, measured): identical clip -> 0 and 1.0; the same espeak
 sentence at 150 vs 175 wpm -> 1.9 (ratio 1.18) against 9.6 for another sentence; a 0.85x
 phase-vocoder stretch of Piper -> 4.4 (ratio 1.19) against 8.6 for another sentence.
@@ -64,7 +65,7 @@ class MelDTW:
     needs_transcript = False
     needs_reference = True
     process_safe = True  # scores in the metric worker pool (evalkit.workers)
-    higher_is_better = {"mel_dtw": False, "duration_ratio": False}
+    higher_is_better = {"mel_dtw": False, "duration_ratio": None}  # None: no direction (1.0 is ideal)
 
     def __init__(self, dtw: str = "exact", radius: int = 10) -> None:
         self.dtw, self.radius = dtw, radius

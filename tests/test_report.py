@@ -239,6 +239,7 @@ def test_report_escapes_text_and_keeps_korean(tmp_path):
     import soundfile
 
     from evalkit import compare, gates, report
+    from evalkit.references import References
     from evalkit.runs import LoadedRun
 
     def run(cer: float, transcript: str, folder: Path) -> LoadedRun:
@@ -256,6 +257,8 @@ def test_report_escapes_text_and_keeps_korean(tmp_path):
     (tmp_path / "refs").mkdir()  # a --reference-run folder: its clip is played as the reference
     soundfile.write(tmp_path / "refs" / "ko-1.wav", np.zeros(800, dtype=np.float32), 16000)
     cand.summary["params"]["reference"] = f"folder:{tmp_path / 'refs'}"
+    # ... because it is what the run was scored against: the digest the run recorded.
+    cand.summary["tags"]["evalkit.reference_digest"] = References("", {"ko-1": tmp_path / "refs" / "ko-1.wav"}).digest
     result = compare.compare(cand, base)
     verdict = gates.judge(result, gates.BUILTIN)
     out = tmp_path / "report"
