@@ -48,6 +48,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(baseline_app, name="baseline")
 
 
+def _without_credentials(uri: str | None) -> str | None:
+    # user:password@ moves to MLflow's environment before anything prints or records the URI.
+    return tracking.adopt_credentials(uri) if uri else uri
+
+
 def _uri(explicit: str | None, run: runs.LoadedRun | None = None) -> str:
     return explicit or (runs.recorded_uri(run) if run else None) or tracking.default_uri()
 
@@ -72,8 +77,8 @@ def _table(result: Comparison, verdict: gates_mod.Verdict | None = None) -> Tabl
                          no_wrap=col in ("metric", "95% CI"))
     for m in result.metrics:
         status = report_mod.metric_status(verdict, m) if verdict else m.direction
-        style = {"regressed": "bold red", "worse": "yellow", "better": "green"}.get(status)
-        table.add_row(escape(f"{m.key} {'↑' if m.higher_is_better else '↓'}"), report_mod.fmt(m.baseline_mean, digits=3),
+        style = {"regressed": "bold red", "worse": "yellow", "better": "green"}.get(status)  # changed: plain
+        table.add_row(escape(f"{m.key} {report_mod.arrow(m.higher_is_better)}"), report_mod.fmt(m.baseline_mean, digits=3),
                       report_mod.fmt(m.candidate_mean, digits=3), report_mod.fmt(m.delta, True, 3),
                       escape(report_mod.ci_text(m, 3)), report_mod.fmt(m.p_value, digits=2), status, style=style)
     return table
@@ -93,10 +98,11 @@ def compare(
     run_b: str = typer.Argument(..., help="The candidate. " + _RUN_HELP),
     force: bool = typer.Option(False, "--force", help="Compare even when suite, ASR settings, text normalizer "
                                                       "or metric versions differ (the reasons are still shown)."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
 ) -> None:
     """Compare RUN_B (candidate) with RUN_A (baseline), utterance by utterance: means, delta
-    (B - A), 95% paired-bootstrap CI, Wilcoxon p and direction per metric. Exit 2 if incomparable."""
+    (B - A), 95% paired-bootstrap CI, Wilcoxon p and direction per metric (↑ higher is better,
+    ↓ lower is better, ↕ no direction: changed or same, never worse). Exit 2 if incomparable."""
     cand, base = _load_pair(run_b, run_a, tracking_uri, with_audio=False)
     result = compare_runs(cand, base, force=force)
     if isinstance(result, Incomparable):
@@ -115,10 +121,11 @@ def report(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: reports/<suite>-<cand>-vs-<base>."),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the verdict is regressed."),
     worst_by: str = typer.Option("cer", help="Metric value key that ranks the worst-regressed utterances."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
 ) -> None:
     """Judge CANDIDATE against BASELINE with gates; write index.html, summary.md and
-    comparison.json; log them and the verdict tags to the candidate's MLflow run."""
+    comparison.json; log them and the verdict tags to the candidate's MLflow run (an incomparable
+    report never replaces a pass/regressed verdict the run already holds)."""
     file_gates = gates_mod.from_file(gates) if gates else None  # a bad gates file fails before any download
     cand, base = _load_pair(candidate, baseline, tracking_uri, with_audio=True)
     result = compare_runs(cand, base)
@@ -145,24 +152,29 @@ def report(
 
 
 def _log(cand: runs.LoadedRun, base: runs.LoadedRun, folder: Path, verdict: gates_mod.Verdict) -> None:
+    """An incomparable report does not replace a pass/regressed verdict already on the run
+    (runs.log_report): it goes to report-incomparable/ and the tag evalkit.report.last."""
     if cand.mlflow_run_id is None:
         out.print("the candidate was never logged to MLflow: the report stays local", markup=False)
         return
-    tags = {"evalkit.verdict": verdict.status, "evalkit.baseline_source": base.source[:5000],
-            "evalkit.baseline_run_id": base.mlflow_run_id or ""}
+    tags = {"evalkit.baseline_source": base.source[:5000], "evalkit.baseline_run_id": base.mlflow_run_id or ""}
     try:
-        runs.log_report(cand, folder, tags, _uri(None, cand))
+        became_verdict = runs.log_report(cand, folder, verdict.status, tags, _uri(None, cand))
     except EvalkitError as exc:  # the verdict and the local report stand; the exit code must too
         err.print(f"warning: {exc}", markup=False, highlight=False, soft_wrap=True)
         return
-    out.print(f"logged to MLflow run {cand.mlflow_run_id} (artifacts report/, tag evalkit.verdict={verdict.status})",
-              markup=False, highlight=False, soft_wrap=True)
+    if became_verdict:
+        what = f"artifacts report/, tag {runs.VERDICT_TAG}={verdict.status}"
+    else:
+        what = (f"artifacts report-incomparable/, tag {runs.LAST_REPORT_TAG}={verdict.status}; "
+                f"its earlier {runs.VERDICT_TAG} and report/ stay")
+    out.print(f"logged to MLflow run {cand.mlflow_run_id} ({what})", markup=False, highlight=False, soft_wrap=True)
 
 
 def baseline_set(
     run: str = typer.Argument(..., help="The run to mark: a run folder logged to MLflow, or an MLflow run id."),
     name: str = typer.Option(..., "--name", help="Baseline name, e.g. nightly; use it as --baseline tag:NAME."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
 ) -> None:
     """Tag RUN as the named baseline NAME (moving the tag off the run that held it)."""
     loaded = runs.load_run(run, tracking_uri, with_audio=False)
@@ -175,7 +187,7 @@ def baseline_set(
 def baseline_show(
     name: str = typer.Argument(..., help="Baseline name."),
     suite: Optional[str] = typer.Option(None, "--suite", help="Suite name; default: the newest tagged run of any suite."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP),
+    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
 ) -> None:
     """Print the MLflow run id of the named baseline."""
     out.print(runs.find_baseline(name, _uri(tracking_uri), suite), markup=False, highlight=False, soft_wrap=True)

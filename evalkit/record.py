@@ -41,11 +41,15 @@ def write(out_dir: Path, summary: dict, rows: Sequence[Row]) -> None:
         columns.extend(k for k in r if k not in columns)
     _atomic(out_dir / TABLE_JSONL, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in flat))
     tmp = out_dir / (TABLE_CSV + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: ",".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in flat)
-    os.replace(tmp, out_dir / TABLE_CSV)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows({k: ",".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in flat)
+        os.replace(tmp, out_dir / TABLE_CSV)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     write_summary(out_dir, summary)
 
 
@@ -110,7 +114,7 @@ def audio_file(out_dir: Path, row: dict) -> Path | None:
     rel = row.get("audio")
     if not rel:
         return None
-    if Path(str(rel)).parent != Path("audio"):
+    if Path(str(rel)).parent != Path("audio") or (out_dir / "audio").is_symlink():
         raise EvalkitError(f"{out_dir}: utterance {row.get('id')!r} names audio {rel!r}, not a file in its audio/ folder")
     return inside(out_dir / "audio", Path(str(rel)).name, f"{out_dir}: audio of utterance {row.get('id')!r}")
 
@@ -127,8 +131,12 @@ def _row_dict(r: Row) -> dict:
 
 def _atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a full disk leaves the old file whole and no half-written one beside it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _jsonable(obj):

@@ -61,10 +61,10 @@ def _from_folder(folder: Path, suite: Suite, source: str) -> References:
 def _from_mlflow(run_id: str, suite: Suite, uri: str) -> References:
     dest = cache_dir("reference-runs", run_id)
     if not any(dest.glob("audio/*.wav")):
-        from mlflow.tracking import MlflowClient
+        from . import tracking
 
         try:
-            MlflowClient(tracking_uri=uri).download_artifacts(run_id, "audio", str(dest))
+            tracking.client(uri).download_artifacts(run_id, "audio", str(dest))
         except Exception as exc:  # MLflow raises many kinds: unknown run, unreachable server
             raise EvalkitError(f"cannot fetch the audio of MLflow run {run_id} from {uri}: "
                                f"{str(exc).strip().splitlines()[0][:160]}") from None

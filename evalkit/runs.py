@@ -46,10 +46,21 @@ class LoadedRun:
         return f"{self.summary.get('params', {}).get('model', '?')} ({self.summary.get('run_id', '?')[:8]})"
 
     def audio_path(self, row: dict) -> Path | None:
+        """The clip a row names, only ever a regular file of the run's own audio folder: a row edited
+        to name another place (an absolute path, '..', a subfolder) or a clip that is a symlink out of
+        the folder gives None, as does an audio folder that is itself a link."""
         if self.audio_dir is None or not row.get("audio"):
             return None
-        path = self.audio_dir / Path(row["audio"]).name
-        return path if path.is_file() else None
+        rel = Path(str(row["audio"]))
+        if rel.is_absolute() or rel.parent != Path("audio"):
+            return None  # the run writes audio/<name>.wav and nothing else
+        try:
+            folder = self.audio_dir.resolve()
+            if folder != self.audio_dir.parent.resolve() / self.audio_dir.name:
+                return None  # audio/ is a link: its files are someone else's
+            return _inside(folder, rel.name)
+        except (OSError, RuntimeError):  # a symlink loop
+            return None
 
 
 def recorded_uri(run: LoadedRun) -> str | None:
@@ -80,18 +91,6 @@ def load_run(spec: str, tracking_uri: str | None = None, exclude_run_id: str | N
     return _from_mlflow(run_id, uri, source, with_audio)
 
 
-def client(uri: str):
-    """An MlflowClient that fails within seconds on a dead server instead of retrying for minutes."""
-    import logging
-
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    tracking.check_reachable(uri)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -102,7 +101,7 @@ def _from_mlflow(run_id: str, uri: str, source: str, with_audio: bool) -> Loaded
     wanted = [record.SUMMARY, record.TABLE_JSONL] + (["audio"] if with_audio else [])
     missing = [name for name in wanted if not (dest / name).exists()]
     if missing:
-        c = client(uri)
+        c = tracking.client(uri)
         try:
             c.get_run(run_id)
         except Exception as exc:  # MLflow raises many kinds for an unknown run
@@ -144,7 +143,7 @@ def _tagged(c, name: str, suite: str | None) -> list:
 
 
 def find_baseline(name: str, uri: str, suite: str | None = None) -> str:
-    c = client(uri)
+    c = tracking.client(uri)
     try:
         runs = _tagged(c, name, suite)
     except EvalkitError:
@@ -159,7 +158,7 @@ def find_baseline(name: str, uri: str, suite: str | None = None) -> str:
 
 
 def find_latest(experiment: str, uri: str, exclude_run_id: str | None) -> str:
-    c = client(uri)
+    c = tracking.client(uri)
     try:
         exp = c.get_experiment_by_name(experiment)
         runs = [] if exp is None else c.search_runs(
@@ -182,7 +181,7 @@ def set_baseline(run: LoadedRun, name: str, uri: str) -> list[str]:
         raise EvalkitError(f"{run.source} was never logged to MLflow, so it cannot be a named baseline "
                            f"(upload it first with: evalkit sync FOLDER)")
     key = BASELINE_TAG.format(_check_name(name))
-    c = client(uri)
+    c = tracking.client(uri)
     try:
         c.get_run(run.mlflow_run_id)
         suite = (run.summary.get("suite") or {}).get("name")
@@ -195,16 +194,34 @@ def set_baseline(run: LoadedRun, name: str, uri: str) -> list[str]:
     return previous
 
 
-def log_report(run: LoadedRun, report_dir: Path, tags: dict[str, str], uri: str) -> None:
-    """The report becomes artifacts (`report/`) and tags of the candidate's MLflow run."""
-    c = client(uri)
+VERDICT_TAG = "evalkit.verdict"
+LAST_REPORT_TAG = "evalkit.report.last"
+
+
+def log_report(run: LoadedRun, report_dir: Path, status: str, tags: dict[str, str], uri: str) -> bool:
+    """The report becomes artifacts and tags of the candidate's MLflow run; True when it became the
+    run's verdict.
+
+    Every report sets `evalkit.report.last` to its status (pass | regressed | incomparable). A pass
+    or regressed report also sets `evalkit.verdict` and `tags` (the baseline it was judged against)
+    and its files go to `report/`. An incomparable report never replaces a verdict: when the run
+    already holds `evalkit.verdict` pass or regressed, that tag, its baseline tags and the `report/`
+    artifacts stay, and the incomparable report goes to `report-incomparable/` (returns False);
+    on a run without such a verdict it is logged like any other (`evalkit.verdict=incomparable`).
+    """
+    c = tracking.client(uri)
     try:
-        c.log_artifacts(run.mlflow_run_id, str(report_dir), artifact_path="report")
-        for k, v in tags.items():
+        held = c.get_run(run.mlflow_run_id).data.tags.get(VERDICT_TAG)
+        keep = status == "incomparable" and held in ("pass", "regressed")
+        c.log_artifacts(run.mlflow_run_id, str(report_dir),
+                        artifact_path="report-incomparable" if keep else "report")
+        for k, v in ({} if keep else {VERDICT_TAG: status, **tags}).items():
             c.set_tag(run.mlflow_run_id, k, v)
+        c.set_tag(run.mlflow_run_id, LAST_REPORT_TAG, status)
     except Exception as exc:
         raise EvalkitError(f"cannot log the report to MLflow run {run.mlflow_run_id} at {uri} "
                            f"({_first_line(exc)})") from None
+    return not keep
 
 
 def suite_folder(summary: dict) -> Path | None:
@@ -224,17 +241,82 @@ def suite_folder(summary: dict) -> Path | None:
     return None
 
 
-def reference_paths(summary: dict) -> dict[str, Path]:
-    """Reference audio per utterance id, for listening: the suite's refs, else a --reference-run folder."""
+def _inside(folder: Path, name: str) -> Path | None:
+    """folder/name with symlinks resolved, if that is a regular file inside `folder` (resolved)."""
+    path = (folder / name).resolve()
+    return path if path.is_relative_to(folder) and path != folder and path.is_file() else None
+
+
+def _verified(folder: Path, id_sets, digest: str) -> dict[str, Path]:
+    """The <id>.wav of `folder` for one of `id_sets`, only when they reproduce `digest` exactly as
+    evalkit.references.References.digest computed it at run time: then they are, byte for byte, the
+    audio the run was scored against. A wav that resolves outside the folder is never read."""
+    from .references import References
+
+    if not digest or not folder.is_dir():
+        return {}
+    base = folder.resolve()
+    tried = set()
+    for ids in id_sets:
+        ids = tuple(dict.fromkeys(str(i) for i in ids))
+        if not ids or ids in tried:
+            continue
+        tried.add(ids)
+        paths = {}
+        for uid in ids:
+            try:
+                path = _inside(base, f"{uid}.wav")
+            except (OSError, RuntimeError):
+                path = None
+            if path is not None:
+                paths[uid] = path
+        try:
+            if paths and References("", paths).digest == digest:
+                return paths
+        except OSError:
+            continue
+    return {}
+
+
+def reference_paths(summary: dict, ids=()) -> dict[str, Path]:
+    """Reference audio per utterance id, for listening: the suite's refs, else a --reference-run folder.
+
+    summary.json comes from whoever hands over the run folder, so a `folder:` or `mlflow:`
+    reference it names is used only when its wavs reproduce the run's recorded
+    `evalkit.reference_digest`: only the very audio the run was scored against is ever copied
+    into a report (a summary edited to "folder:/etc" gives no references). The wavs are looked up
+    for the utterance ids of the suite (the first `params.limit` of them, as the run did), or else
+    for `ids` (the run's rows). The suite's own refs need no such check: suite_folder() accepts a
+    suite only when its content digest matches, and the suite loader keeps refs inside the suite.
+    """
     ref = str((summary.get("params") or {}).get("reference") or "")
-    if ref.startswith("folder:"):
-        folder = Path(ref[len("folder:"):])
-        folder = folder / "audio" if (folder / record.SUMMARY).is_file() else folder
-        return {p.stem: p for p in folder.glob("*.wav")}
-    if ref.startswith("mlflow:"):
-        folder = cache_dir("reference-runs", ref[len("mlflow:"):], "audio")
-        return {p.stem: p for p in folder.glob("*.wav")}
+    if ref.startswith(("folder:", "mlflow:")):
+        digest = str((summary.get("tags") or {}).get("evalkit.reference_digest") or "")
+        if ref.startswith("folder:"):
+            folder = Path(ref[len("folder:"):])
+            if not folder.is_absolute():
+                return {}  # the run records the resolved folder; anything else was edited
+            folder = folder / "audio" if (folder / record.SUMMARY).is_file() else folder
+        else:
+            run_id = ref[len("mlflow:"):]
+            if not _RUN_ID.match(run_id):
+                return {}
+            folder = cache_dir("reference-runs", run_id) / "audio"
+        return _verified(folder, (_suite_ids(summary), ids), digest)
     folder = suite_folder(summary)
     if folder is None:
         return {}
     return {u.id: u.reference for u in suite_mod.load(str(folder)).utterances if u.reference is not None}
+
+
+def _suite_ids(summary: dict) -> list[str]:
+    folder = suite_folder(summary)
+    if folder is None:
+        return []
+    limit = (summary.get("params") or {}).get("limit")
+    suite = suite_mod.load(str(folder))
+    try:
+        suite = suite.limited(int(limit) if limit is not None else None)
+    except (TypeError, ValueError):
+        pass
+    return [u.id for u in suite.utterances]

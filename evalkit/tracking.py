@@ -86,9 +86,6 @@ def check_reachable(uri: str) -> None:
 def log_run(out_dir: Path, uri: str, experiment: str) -> str:
     """Log the run folder as one MLflow run, unless the store already holds it; returns the MLflow
     run id and notes it in summary.json."""
-    # Fail within seconds, not after MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     uri = adopt_credentials(uri)
     check_reachable(uri)
     _own_files_only(out_dir)
@@ -120,20 +117,27 @@ def find_logged(uri: str, evalkit_run_id: str) -> str | None:
     """The MLflow run id of a FINISHED run of this store tagged with `evalkit_run_id`, if any."""
     if not re.fullmatch(r"[0-9a-f]{32}", evalkit_run_id or ""):
         return None
-    client = _client(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    c = client(uri)
+    experiments = [e.experiment_id for e in c.search_experiments()]
     if not experiments:
         return None
-    found = client.search_runs(experiments, max_results=1, filter_string=(
+    found = c.search_runs(experiments, max_results=1, filter_string=(
         f"tags.`evalkit.run_id` = '{evalkit_run_id}' and attributes.status = 'FINISHED'"))
     return found[0].info.run_id if found else None
 
 
-def _client(uri: str):
+def client(uri: str):
+    """The one way evalkit opens an MLflow store: fails within seconds on a dead server instead of
+    retrying for minutes, and a new sqlite store keeps its artifacts beside its database."""
     import logging
 
     from mlflow.tracking import MlflowClient
 
+    # Fail within seconds, not after MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    uri = adopt_credentials(uri)
+    check_reachable(uri)
     # MLflow announces schema creation and migrations at INFO on every new store: noise here.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
@@ -147,22 +151,22 @@ def _client(uri: str):
 
 
 def _log(out_dir: Path, summary: dict, rows: list[dict], uri: str, experiment: str) -> str:
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else c.create_experiment(
         experiment, artifact_location=_artifact_location(uri, experiment))
     tags = dict(summary["tags"])
-    run = client.create_run(exp_id, tags=tags, run_name=summary["run_name"])
+    run = c.create_run(exp_id, tags=tags, run_name=summary["run_name"])
     run_id = run.info.run_id
     try:
-        _fill(client, run_id, out_dir, summary, rows)
+        _fill(c, run_id, out_dir, summary, rows)
     except Exception:
         try:  # leave no run looking alive; the local record is the truth
-            client.set_terminated(run_id, "FAILED")
+            c.set_terminated(run_id, "FAILED")
         except Exception:
             pass
         raise
-    client.set_terminated(run_id, "FINISHED")
+    c.set_terminated(run_id, "FINISHED")
     return run_id
 
 

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_cli
 from test_hardening import finished_ids, wait_for_rows
 
 # No reference audio in en-base: `stoi` is then skipped with a note on every utterance, so these
