@@ -20,7 +20,7 @@ from . import suite as suite_mod
 from .errors import EvalkitError, StageFailed, Terminated, TrackingError
 
 app = typer.Typer(help="Evaluate TTS checkpoints with robust automatic metrics, tracked in MLflow.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 suites_app = typer.Typer(help="List built-in suites, or show one.", invoke_without_command=True)
 app.add_typer(suites_app, name="suites")
 asr_app = typer.Typer(help="ASR engines and the models they can load offline.", no_args_is_help=True)
@@ -58,26 +58,33 @@ def _parse_tags(tags: list[str]) -> dict[str, str]:
 def run(
     model: Optional[str] = typer.Argument(
         None, help="What to evaluate: a checkpoint, espeak:VOICE, piper:joe, a Piper .onnx voice, cmd:..., "
-                   "http://..., a folder of wavs (see `evalkit adapters`)."),
+                   "http://..., a folder of wavs (see `evalkit adapters`).", metavar="MODEL"),
     suite: Optional[str] = typer.Option(None, "--suite", "-s",
-                                        help="Built-in suite name (see `evalkit suites`) or a suite folder."),
-    adapter: Optional[str] = typer.Option(None, help="Adapter name or pkg.mod:Name; default: the first that claims MODEL."),
-    asr: str = typer.Option("faster-whisper:base", help="ASR as ENGINE[:MODEL]."),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: sqlite store in ./evalkit-runs."),
-    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: evalkit-<suite>."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder; default: ./evalkit-runs/<time>-<suite>."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N utterances."),
-    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable)."),
+                                        help="Built-in suite name (see `evalkit suites`) or a suite folder.",
+                                        metavar="NAME|PATH"),
+    adapter: Optional[str] = typer.Option(None, help="Adapter name or pkg.mod:Name; default: the first that claims MODEL.",
+                                          metavar="NAME|pkg.mod:Name"),
+    asr: str = typer.Option("faster-whisper:base", help="ASR as ENGINE[:MODEL].", metavar="ENGINE[:MODEL]"),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones.",
+                                          metavar="A,B,..."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda.", metavar="auto|cpu|cuda"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: sqlite store in ./evalkit-runs.",
+                                               metavar="URI"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: evalkit-<suite>.", metavar="NAME"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder; default: ./evalkit-runs/<time>-<suite>.",
+                                           metavar="DIR"),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N utterances.", metavar="N"),
+    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable).", metavar="KEY=VALUE"),
     reference_run: Optional[str] = typer.Option(
         None, help="Reference audio for reference-based metrics: a run folder, a folder of <id>.wav, "
-                   "or an MLflow run id; default: the suite's own references."),
+                   "or an MLflow run id; default: the suite's own references.", metavar="RUN"),
     resume: Optional[Path] = typer.Option(
-        None, help="Finish the unfinished run in this folder, with the configuration it started with."),
+        None, help="Finish the unfinished run in this folder, with the configuration it started with.",
+        metavar="OUT_DIR"),
     workers: Optional[int] = typer.Option(
         None, min=0, help="Metric worker processes beside the main one; default: one per core beyond "
-                          "the first (at most 4); 0 scores everything in the main process. Never changes a value."),
+                          "the first (at most 4); 0 scores everything in the main process. Never changes a value.",
+        metavar="N"),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
@@ -107,15 +114,20 @@ def run(
 
 @app.command()
 def rescore(
-    run_dir: Path = typer.Argument(..., help="A finished run folder (holding summary.json and audio/)."),
-    add: List[str] = typer.Option([], help="A metric to add to the run's own (repeatable)."),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics replacing the run's own."),
-    reference_run: Optional[str] = typer.Option(None, help="Reference audio, as for `evalkit run`; default: the run's."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="New run folder; default: RUN_DIR-rescored-<time>."),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the run's."),
-    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the run's."),
-    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable)."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Metric worker processes, as for `evalkit run`."),
+    run_dir: Path = typer.Argument(..., help="A finished run folder (holding summary.json and audio/).",
+                                   metavar="RUN_DIR"),
+    add: List[str] = typer.Option([], help="A metric to add to the run's own (repeatable).", metavar="METRIC"),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics replacing the run's own.",
+                                          metavar="A,B,..."),
+    reference_run: Optional[str] = typer.Option(None, help="Reference audio, as for `evalkit run`; default: the run's.",
+                                                metavar="RUN"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="New run folder; default: RUN_DIR-rescored-<time>.",
+                                           metavar="DIR"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the run's.", metavar="URI"),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the run's.", metavar="NAME"),
+    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable).", metavar="KEY=VALUE"),
+    workers: Optional[int] = typer.Option(None, min=0, help="Metric worker processes, as for `evalkit run`.",
+                                          metavar="N"),
 ) -> None:
     """Score a finished run's saved audio again, with more or other metrics, as a new run.
 
@@ -184,7 +196,7 @@ def _print_summary(summary: dict) -> None:
 def _print_failures(rows) -> None:
     """The first few reasons, with their utterance ids: a count alone sends people to the CSV."""
     found = [(r.utterance_id, reason) for r in rows
-             for reason in ([r.failure] if r.failure else [n for n in r.notes if " failed: " in n or n.startswith("asr failed")])]
+             for reason in ([r.failure] if r.failure else [n for n in r.notes if " failed: " in n])]
     if not found:
         return
     out.print(f"{len(found)} failure(s); the first {min(len(found), SHOWN_FAILURES)}:", markup=False, highlight=False)
@@ -217,7 +229,7 @@ def suites(ctx: typer.Context) -> None:
 
 
 @suites_app.command("show")
-def suites_show(name: str = typer.Argument(..., help="Suite name or folder.")) -> None:
+def suites_show(name: str = typer.Argument(..., help="Suite name or folder.", metavar="NAME")) -> None:
     """Show a suite's header, digest, tag counts and first utterances."""
     s = suite_mod.load(name)
     out.print(Text(s.name, style="bold") + Text(f" v{s.version} ({s.language}), {len(s.utterances)} utterances"))
@@ -249,15 +261,20 @@ def adapters() -> None:
     for col in ("priority", "name", "package", "loads"):
         table.add_column(col)
     for name, cls, dist in ordered():
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        table.add_row(str(getattr(cls, "priority", DEFAULT_PRIORITY)), name, dist, doc[0] if doc else "")
+        # The module docstring's first paragraph, whole (its first line alone stops mid-sentence),
+        # as plain text: backticks are Markdown, not terminal output.
+        doc = " ".join((sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].split())
+        table.add_row(str(getattr(cls, "priority", DEFAULT_PRIORITY)), Text(name), Text(dist),
+                      Text(doc.replace("`", "")))
     out.print(table)
 
 
 @app.command()
-def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upload failed."),
-         tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the one the run used."),
-         experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the one the run used.")) -> None:
+def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upload failed.", metavar="OUT_DIR"),
+         tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the one the run used.",
+                                                    metavar="URI"),
+         experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the one the run used.",
+                                                  metavar="NAME")) -> None:
     """Upload a finished local run folder to MLflow (once per store: repeating it logs nothing new)."""
     summary, _ = record.read(out_dir)
     t = summary.get("tracking", {})

@@ -35,7 +35,9 @@ out = _console()
 err = _console(stderr=True)
 
 _RUN_HELP = "A run folder, an MLflow run id, tag:NAME (a named baseline) or latest:EXPERIMENT."
-_URI_HELP = "MLflow tracking URI; default: the one the (candidate) run was logged to, else ./evalkit-runs."
+_URI_HELP = "MLflow tracking URI; default: the one the candidate run was logged to, else ./evalkit-runs."
+_SET_URI_HELP = "MLflow tracking URI; default: the one RUN was logged to, else ./evalkit-runs."
+_SHOW_URI_HELP = "MLflow tracking URI; default: ./evalkit-runs."
 
 
 def register(app: typer.Typer) -> None:
@@ -94,11 +96,11 @@ def _print_details(result: Comparison) -> None:
 
 
 def compare(
-    run_a: str = typer.Argument(..., help="The baseline. " + _RUN_HELP),
-    run_b: str = typer.Argument(..., help="The candidate. " + _RUN_HELP),
+    run_a: str = typer.Argument(..., help="The baseline. " + _RUN_HELP, metavar="RUN_A"),
+    run_b: str = typer.Argument(..., help="The candidate. " + _RUN_HELP, metavar="RUN_B"),
     force: bool = typer.Option(False, "--force", help="Compare even when suite, ASR settings, text normalizer "
                                                       "or metric versions differ (the reasons are still shown)."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
+    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Compare RUN_B (candidate) with RUN_A (baseline), utterance by utterance: means, delta
     (B - A), 95% paired-bootstrap CI, Wilcoxon p and direction per metric (↑ higher is better,
@@ -114,14 +116,17 @@ def compare(
 
 
 def report(
-    candidate: str = typer.Option(..., "--candidate", help="The run under test. " + _RUN_HELP),
-    baseline: str = typer.Option(..., "--baseline", help="What it must not be worse than. " + _RUN_HELP),
+    candidate: str = typer.Option(..., "--candidate", help="The run under test. " + _RUN_HELP, metavar="RUN"),
+    baseline: str = typer.Option(..., "--baseline", help="What it must not be worse than. " + _RUN_HELP, metavar="RUN"),
     gates: Optional[Path] = typer.Option(None, "--gates", help="Gates file (YAML or .toml); default: the "
-                                         "suite header's `gates:`, else any worsening whose CI excludes zero."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: reports/<suite>-<cand>-vs-<base>."),
+                                         "suite header's `gates:`, else any worsening whose CI excludes zero.",
+                                         metavar="FILE"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: reports/<suite>-<cand>-vs-<base>.",
+                                           metavar="DIR"),
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the verdict is regressed."),
-    worst_by: str = typer.Option("cer", help="Metric value key that ranks the worst-regressed utterances."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
+    worst_by: str = typer.Option("cer", help="Metric value key that ranks the worst-regressed utterances.",
+                                 metavar="KEY"),
+    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Judge CANDIDATE against BASELINE with gates; write index.html, summary.md and
     comparison.json; log them and the verdict tags to the candidate's MLflow run (an incomparable
@@ -172,9 +177,11 @@ def _log(cand: runs.LoadedRun, base: runs.LoadedRun, folder: Path, verdict: gate
 
 
 def baseline_set(
-    run: str = typer.Argument(..., help="The run to mark: a run folder logged to MLflow, or an MLflow run id."),
-    name: str = typer.Option(..., "--name", help="Baseline name, e.g. nightly; use it as --baseline tag:NAME."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
+    run: str = typer.Argument(..., help="The run to mark: a run folder logged to MLflow, or an MLflow run id.",
+                              metavar="RUN"),
+    name: str = typer.Option(..., "--name", help="Baseline name, e.g. nightly; use it as --baseline tag:NAME.",
+                             metavar="NAME"),
+    tracking_uri: Optional[str] = typer.Option(None, help=_SET_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Tag RUN as the named baseline NAME (moving the tag off the run that held it)."""
     loaded = runs.load_run(run, tracking_uri, with_audio=False)
@@ -185,9 +192,10 @@ def baseline_set(
 
 
 def baseline_show(
-    name: str = typer.Argument(..., help="Baseline name."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name; default: the newest tagged run of any suite."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials),
+    name: str = typer.Argument(..., help="Baseline name.", metavar="NAME"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name; default: the newest tagged run of any suite.",
+                                        metavar="NAME"),
+    tracking_uri: Optional[str] = typer.Option(None, help=_SHOW_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Print the MLflow run id of the named baseline."""
     out.print(runs.find_baseline(name, _uri(tracking_uri), suite), markup=False, highlight=False, soft_wrap=True)
