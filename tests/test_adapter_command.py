@@ -23,8 +23,10 @@ log_dir, text, out, uid = sys.argv[1:5]
 stdin = sys.stdin.read()
 with open(os.path.join(log_dir, uid + ".json"), "w") as f:
     json.dump({"argv": sys.argv[1:], "stdin": stdin}, f)
-if text == "sleep":
-    child = subprocess.Popen(["sleep", "30"])
+if text == "sleep":  # a grandchild that sleeps 30 s, then leaves a marker: only a kill stops it writing
+    marker = os.path.join(log_dir, uid + ".woke")
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(30); open(sys.argv[1], 'w')",
+                              marker])
     open(os.path.join(log_dir, uid + ".pid"), "w").write(str(child.pid))
     child.wait()
 if text == "fail":
@@ -113,9 +115,7 @@ def test_timeout_fails_only_that_sentence_and_kills_the_process_group(tmp_path, 
     adapter = CommandAdapter(f"cmd:{sys.executable} {script} {logs} {{text}} {{out}} {{id}}")
     suite = Suite("t", "1", "en", "test", (Utterance("a", "first"), Utterance("b", "sleep"), Utterance("c", "third")),
                   "d", "mem")
-    t0 = time.perf_counter()
     rows = {r.utterance_id: r for r in pipeline.evaluate(suite, adapter, None, [], tmp_path / "run").rows}
-    assert time.perf_counter() - t0 < 5  # not the 30 s the helper would sleep
     assert "took over 1 s" in rows["b"].failure
     assert rows["a"].failure is None and rows["c"].failure is None
     assert rows["a"].values["duration_s"] == pytest.approx(0.2)
@@ -128,6 +128,9 @@ def test_timeout_fails_only_that_sentence_and_kills_the_process_group(tmp_path, 
         time.sleep(0.1)
     else:
         pytest.fail(f"grandchild {pid} survived the timeout")
+    # ... before its sleep ended: it never wrote its marker (and, dead, never will), so the run did not
+    # wait out the 30 s either (the grandchild holds the helper's stderr: nothing returns before it dies).
+    assert not (logs / "b.woke").exists()
     adapter.close()
 
 
@@ -175,7 +178,16 @@ def test_bad_timeout_is_a_usage_error(monkeypatch, value):
         CommandAdapter(ESPEAK)
 
 
-def test_claims():
+def test_claims_and_resolution():
+    from evalkit.adapters import resolve
+
     assert CommandAdapter.claims(ESPEAK)
     assert not CommandAdapter.claims("espeak:en-us") and not CommandAdapter.claims("voice.onnx")
-    assert (CommandAdapter.priority, CommandAdapter.version) == (41, "1")
+    # Among all installed adapters, in their resolution order, a cmd: template goes to this one, even
+    # when it runs espeak-ng or names a URL (the espeak adapter is asked before it, the http one after).
+    for model in (ESPEAK, "cmd:espeak-ng -w {out} http://127.0.0.1:9/v1 {text}"):
+        adapter = resolve(model)
+        try:
+            assert type(adapter) is CommandAdapter and adapter.template == model[len("cmd:"):]
+        finally:
+            adapter.close()

@@ -251,7 +251,14 @@ def test_credentials_in_url_are_refused(server):
         HTTPAdapter(server.url.replace("http://", "http://user:secret@"))
 
 
-def test_claims():
+def test_claims_and_resolution(server):
+    from evalkit.adapters import resolve
+
     assert HTTPAdapter.claims("http://127.0.0.1:8000/v1") and HTTPAdapter.claims("HTTPS://api.example.com/v1")
     assert not HTTPAdapter.claims("piper:joe") and not HTTPAdapter.claims("cmd:curl {out}")
-    assert (HTTPAdapter.priority, HTTPAdapter.version) == (42, "1")
+    # Among all installed adapters, in their resolution order, a URL goes to this one.
+    adapter = resolve(server.url + "/v1?voice=joe")
+    try:
+        assert type(adapter) is HTTPAdapter and adapter.endpoint == server.url + "/v1/audio/speech"
+    finally:
+        adapter.close()

@@ -73,4 +73,19 @@ def test_claims_and_bad_folders(tmp_path, folder):
         WavDirAdapter(f"wavdir:{empty}")
     with pytest.raises(EvalkitError, match="not found"):
         WavDirAdapter(str(tmp_path / "nope"))
-    assert (WavDirAdapter.priority, WavDirAdapter.version) == (90, "1")
+
+
+def test_resolution_finds_the_folder(tmp_path, folder):
+    """Among all installed adapters, in their resolution order, a folder of wavs goes to this one, even
+    one named like a checkpoint (the torch adapters, asked first, claim files only)."""
+    from evalkit.adapters import resolve
+
+    named_like_a_checkpoint = tmp_path / "takes.pt"
+    folder.rename(named_like_a_checkpoint)
+    for model in (str(named_like_a_checkpoint), f"wavdir:{named_like_a_checkpoint}"):
+        adapter = resolve(model)
+        try:
+            assert type(adapter) is WavDirAdapter and adapter.folder == named_like_a_checkpoint
+            assert adapter.describe()["files"] == "3"
+        finally:
+            adapter.close()

@@ -46,6 +46,7 @@ def library(threads: int | None):
     return model
 
 
+@pytest.mark.slow
 def test_equals_library(clip16k):
     ours = _score(clip16k).values
     for threads, tolerance in ((1, 0.0), (None, 1e-6)):  # exact when pinned alike; last bits otherwise
@@ -56,6 +57,7 @@ def test_equals_library(clip16k):
         assert ours["dnsmos_p808"] == pytest.approx(direct["p808_mos"], abs=tolerance)
 
 
+@pytest.mark.slow
 def test_noise_lowers_quality_in_order(clip16k):
     clean = _score(clip16k).values
     snr20 = _score(_noisy(clip16k, 20)).values

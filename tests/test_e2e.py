@@ -70,6 +70,7 @@ def assert_complete_run(client, run, out: Path, suite: str, n: int, aggregates=A
     return rows
 
 
+@pytest.mark.slow
 def test_ko_base_espeak_command(tmp_path, sqlite_uri):
     """The README's main job, shortened, as a user runs it: a fresh process, the installed command."""
     out = tmp_path / "run"
@@ -105,6 +106,7 @@ def plain_english_suite(folder: Path, n: int = 8) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_piper_is_more_intelligible_than_espeak(tmp_path, sqlite_uri, capsys, asr):
     """Discrimination end to end: the neural voice must score a lower CER than the formant voice."""
     suite = str(plain_english_suite(tmp_path / "en-plain"))
@@ -128,6 +130,7 @@ def test_piper_is_more_intelligible_than_espeak(tmp_path, sqlite_uri, capsys, as
     assert cers["piper:joe"] < cers["espeak:en-us"]
 
 
+@pytest.mark.slow
 def test_logs_to_a_real_mlflow_server(tmp_path, mlflow_server, capsys, asr):
     out = tmp_path / "served"
     code, stdout, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "2",
@@ -138,6 +141,7 @@ def test_logs_to_a_real_mlflow_server(tmp_path, mlflow_server, capsys, asr):
     assert_complete_run(client, run, out, "en-base", 2)
 
 
+@pytest.mark.slow
 def test_unreachable_server_keeps_local_results(tmp_path, capsys, asr):
     out = tmp_path / "offline"
     code, stdout, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "1",
@@ -150,6 +154,7 @@ def test_unreachable_server_keeps_local_results(tmp_path, capsys, asr):
     assert (out / "audio" / "en-base-001.wav").is_file()
 
 
+@pytest.mark.slow
 def test_sync_uploads_a_run_that_could_not_be_logged(tmp_path, sqlite_uri, capsys, asr):
     out = tmp_path / "later"
     code, _, _ = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "1",
@@ -192,6 +197,7 @@ def test_corrupt_voice_file_exits_2(tmp_path):
     assert "not a loadable Piper voice" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_listing_commands():
     proc = run_cli("suites")
     assert proc.returncode == 0 and "ko-base" in proc.stdout and "en-base" in proc.stdout
@@ -209,6 +215,7 @@ def test_listing_commands():
         assert run_cli(*cmd).returncode == 0, cmd
 
 
+@pytest.mark.slow
 def test_second_run_reuses_cached_transcripts(tmp_path, sqlite_uri, capsys, asr, monkeypatch):
     monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))  # empty: other tests' clips don't count
     summaries = []
@@ -229,6 +236,7 @@ def test_second_run_reuses_cached_transcripts(tmp_path, sqlite_uri, capsys, asr,
     assert all(r["transcript"] and r["cer_alignment"] is not None for r in rows)
 
 
+@pytest.mark.slow
 def test_reference_run_measures_drift_from_a_previous_run(tmp_path, sqlite_uri, capsys, asr):
     """The nightly pattern: the same checkpoint against its last good run scores as identical."""
     base = tmp_path / "baseline"
@@ -254,6 +262,7 @@ def test_reference_run_measures_drift_from_a_previous_run(tmp_path, sqlite_uri, 
         assert summary["tags"]["evalkit.reference"].startswith("folder:" if name == "by-folder" else "mlflow:")
 
 
+@pytest.mark.slow
 def test_reference_metrics_without_references_are_skipped_with_a_reason(tmp_path, sqlite_uri, capsys, asr):
     out = tmp_path / "norefs"
     code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "piper:joe", "--limit", "1",
@@ -264,6 +273,7 @@ def test_reference_metrics_without_references_are_skipped_with_a_reason(tmp_path
     assert row["failure"] is None
 
 
+@pytest.mark.slow
 def test_speaker_prompt_from_the_suite_drives_speaker_similarity(tmp_path, sqlite_uri, capsys, asr, piper):
     """A suite naming a prompt clip per speaker: spk_sim runs by default and tells voices apart."""
     import soundfile as sf

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import run_cli
@@ -44,6 +45,7 @@ def finished_ids(out: Path) -> list[str]:
     return [json.loads(line)["id"] for line in (out / "utterances.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_kill_then_resume_redoes_only_what_was_in_flight(tmp_path, sqlite_uri):
     out = tmp_path / "killed"
     proc = start_run(out, sqlite_uri)
@@ -65,6 +67,7 @@ def test_kill_then_resume_redoes_only_what_was_in_flight(tmp_path, sqlite_uri):
     assert summary["tracking"]["run_id"]  # one MLflow run, logged once at the end
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path, sqlite_uri):
     out = tmp_path / "interrupted"
     proc = start_run(out, sqlite_uri)
@@ -94,6 +97,7 @@ def test_other_configuration_in_an_unfinished_folder_is_refused(tmp_path, sqlite
     assert proc.returncode == 2 and "another configuration" in proc.stderr
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_resumable(tmp_path, sqlite_uri):
     out = tmp_path / "full"
     out.mkdir()
@@ -111,6 +115,7 @@ def test_unwritable_output_folder(tmp_path, sqlite_uri):
     assert proc.returncode == 2 and "not writable" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_references_at_other_rates_stereo_and_8_bit(tmp_path, sqlite_uri, espeak_en):
     """A reference folder of 8 kHz, stereo, 8-bit wavs is read, mixed down and resampled."""
     from evalkit.types import SynthesisRequest
@@ -133,6 +138,7 @@ def test_references_at_other_rates_stereo_and_8_bit(tmp_path, sqlite_uri, espeak
     assert abs(row["duration_ratio"] - 1.0) < 0.05
 
 
+@pytest.mark.slow
 def test_mlflow_server_that_goes_away_mid_run_loses_nothing(tmp_path):
     """The server answers at start, dies during the run: exit 3, everything kept, sync uploads it."""
     from mlflow.tracking import MlflowClient

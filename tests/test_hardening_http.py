@@ -28,6 +28,8 @@ import soundfile as sf
 from evalkit import suite as suite_mod
 from evalkit.types import SynthesisRequest
 
+pytestmark = pytest.mark.slow  # every test runs the whole command against a misbehaving server
+
 # No reference audio in en-base: `stoi` is then skipped with a note on every utterance, so these
 # runs exercise the whole command (synthesis, record, MLflow) without loading Whisper.
 LIGHT = ("--metrics", "stoi", "--workers", "0")

@@ -100,6 +100,7 @@ def players(page: str, kind: str) -> int:
 
 # a. Only the runs' own audio, and reference audio the run was provably scored against.
 
+@pytest.mark.slow
 def test_report_copies_no_foreign_audio(made, tmp_path):
     root = tmp_path
     # The reference a summary names, pointed at a folder of <utterance id>.wav that are not the references.
@@ -142,6 +143,7 @@ def test_report_copies_no_foreign_audio(made, tmp_path):
     assert own == {h for h, p in copied.items() if "baseline" in p.parts}
 
 
+@pytest.mark.slow
 def test_report_plays_verified_references_and_refuses_a_linked_audio_folder(made, tmp_path):
     """The control: an untouched candidate gets its clips and its real references; a baseline whose
     audio/ is a symlink to a folder of <id>.wav gets none."""
@@ -165,6 +167,7 @@ def test_report_plays_verified_references_and_refuses_a_linked_audio_folder(made
     assert "could not be verified" not in page
 
 
+@pytest.mark.slow
 def test_reference_paths_need_the_recorded_digest(made, tmp_path):
     """The same rule without the CLI: a changed wav, an emptied digest, or a wav that is a link out of
     the folder, and the references are not used."""
@@ -192,6 +195,7 @@ def test_reference_paths_need_the_recorded_digest(made, tmp_path):
 
 # b. No local absolute path of a gates file in a report.
 
+@pytest.mark.slow
 def test_report_shows_no_absolute_gates_path(made, tmp_path):
     gates = tmp_path / "private-gates-dir" / "gates.yaml"
     gates.parent.mkdir()
@@ -217,6 +221,7 @@ def test_report_shows_no_absolute_gates_path(made, tmp_path):
 
 # c. An incomparable report does not replace a verdict.
 
+@pytest.mark.slow
 def test_incomparable_report_keeps_the_verdict(made, tmp_path):
     client = MlflowClient(tracking_uri=made.uri)
     same = copy_run(made.piper, tmp_path / "runs" / "same")
@@ -285,6 +290,7 @@ def test_delta_percent_not_shown_for_a_near_zero_baseline(tmp_path):
     assert json.loads((tmp_path / "r" / "comparison.json").read_text())["metrics"][0]["delta_pct"] is None
 
 
+@pytest.mark.slow
 def test_shown_delta_percent_never_exceeds_200():
     """A property of the rule: the spread includes the shift between the runs, so whatever the
     data, a percentage that is shown is at most ±200 %."""
@@ -346,6 +352,7 @@ def test_most_changed_utterances_for_a_key_without_direction():
     assert [uid for uid, _, _ in report_mod.worst_utterances(lower)] == ["u0", "u2"]  # lower-is-better: rises only
 
 
+@pytest.mark.slow
 def test_report_on_real_runs_shows_duration_ratio_without_direction(made, tmp_path):
     """Real run folders (the Piper run, and a copy with both mel_dtw and duration_ratio raised by
     the same amount on every utterance) through the real CLI, with a zero-tolerance default gate."""

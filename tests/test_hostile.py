@@ -140,6 +140,7 @@ def test_an_asr_model_that_lacks_the_suite_language_is_refused_before_anything_r
     assert proc.returncode == 2 and "does not transcribe 'ko'" in one_line(proc) and not out.exists()
 
 
+@pytest.mark.slow
 def test_markup_in_suite_text_is_printed_as_text(tmp_path, sqlite_uri):
     suite = write_suite(tmp_path / "suite", header().replace("description: test", "description: '[/bold] [red]x'"),
                         [{"id": "u1", "text": "Hello [/bold] [link=file:///etc] world."}])
@@ -164,6 +165,7 @@ def unfinished_run(folder: Path, old: Path, uri: str, model: str = "espeak:en-us
     (folder / "run.json").write_text(json.dumps({"config": config, "suite_digest": suite.load("en-base").digest}))
 
 
+@pytest.mark.slow
 def test_resume_finishes_the_folder_it_is_given(tmp_path, sqlite_uri):
     old, moved = tmp_path / "old-place", tmp_path / "moved"
     unfinished_run(moved, old, sqlite_uri)
@@ -191,6 +193,7 @@ def finished_run(tmp_path: Path, uri: str, name: str = "run", limit: int = 2) ->
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", ["absolute", "dotdot", "symlink"])
 def test_rescore_reads_no_audio_from_outside_the_run(tmp_path, sqlite_uri, edit):
     out = finished_run(tmp_path, sqlite_uri)
@@ -209,6 +212,7 @@ def test_rescore_reads_no_audio_from_outside_the_run(tmp_path, sqlite_uri, edit)
     assert not again.exists()
 
 
+@pytest.mark.slow
 def test_sync_is_idempotent(tmp_path, sqlite_uri):
     from mlflow.tracking import MlflowClient
 
@@ -229,6 +233,7 @@ def test_sync_is_idempotent(tmp_path, sqlite_uri):
     assert len(first.search_runs([e.experiment_id for e in first.search_experiments()])) == 1
 
 
+@pytest.mark.slow
 def test_sqlite_artifacts_stay_beside_the_database(tmp_path):
     store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
     store.mkdir()
@@ -270,6 +275,7 @@ def test_debug_shows_the_chain_behind_the_one_line(tmp_path):
     assert "Traceback" in debug.stderr and "yaml" in debug.stderr.lower()
 
 
+@pytest.mark.slow
 def test_a_broken_plugin_is_skipped_unless_asked_for(tmp_path, sqlite_uri):
     site = tmp_path / "site"
     info = site / "broken_plugin-0.1.dist-info"
@@ -294,6 +300,7 @@ def test_a_broken_plugin_is_skipped_unless_asked_for(tmp_path, sqlite_uri):
 # --- the output boundary ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_out_of_range_samples_are_a_recorded_failure_not_clipped(tmp_path, sqlite_uri):
     folder = tmp_path / "wavs"
     folder.mkdir()
@@ -323,6 +330,7 @@ def sparse_wav(path: Path, hours: float, rate: int = 48000) -> None:
         f.truncate(44 + data)
 
 
+@pytest.mark.slow
 def test_a_six_hour_wav_is_refused_from_its_header(tmp_path, sqlite_uri):
     folder = tmp_path / "wavs"
     folder.mkdir()
@@ -340,6 +348,7 @@ def test_a_six_hour_wav_is_refused_from_its_header(tmp_path, sqlite_uri):
     assert rows["en-base-002"]["failure"] is None
 
 
+@pytest.mark.slow
 def test_a_stage_that_fails_on_every_utterance_exits_4_and_says_so(tmp_path, sqlite_uri):
     out = tmp_path / "run"
     proc = cli("run", "--suite", "en-base", "cmd:false {out}", "--limit", "2", *LIGHT, "--out", str(out),
@@ -351,6 +360,7 @@ def test_a_stage_that_fails_on_every_utterance_exits_4_and_says_so(tmp_path, sql
     assert summary["broken_stages"] and summary["tracking"]["run_id"]  # saved and logged all the same
 
 
+@pytest.mark.slow
 def test_whisper_failing_on_every_clip_exits_4(tmp_path, sqlite_uri):
     from evalkit.asr.faster_whisper import bundled_base
 
@@ -368,6 +378,7 @@ def test_whisper_failing_on_every_clip_exits_4(tmp_path, sqlite_uri):
 # --- disk, signals ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_disk_exits_2_with_one_line_and_no_torn_wav(tmp_path, sqlite_uri):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
@@ -393,6 +404,7 @@ def test_a_full_disk_exits_2_with_one_line_and_no_torn_wav(tmp_path, sqlite_uri)
     assert len(finished_ids(out)) == 8
 
 
+@pytest.mark.slow
 def test_sigterm_saves_what_finished_cleans_up_and_says_how_to_resume(tmp_path, sqlite_uri):
     out, tmp = tmp_path / "terminated", tmp_path / "tmp"
     tmp.mkdir()
@@ -454,6 +466,7 @@ class _AuthProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_credentials_in_the_tracking_uri_work_and_are_never_shown_or_stored(tmp_path, mlflow_server):
     from mlflow.tracking import MlflowClient
 
@@ -487,6 +500,7 @@ def test_credentials_in_the_tracking_uri_work_and_are_never_shown_or_stored(tmp_
     assert password not in json.dumps(run.data.params) + json.dumps(run.data.tags)
 
 
+@pytest.mark.slow
 def test_sync_uploads_no_file_a_link_in_the_run_folder_points_at(tmp_path, sqlite_uri):
     from mlflow.tracking import MlflowClient
 

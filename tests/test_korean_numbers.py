@@ -33,8 +33,22 @@ def suite_texts() -> list[str]:
     return [json.loads(line)["text"] for line in lines if line.strip()]
 
 
-def test_version():
-    assert VERSION == "1"
+def test_version_is_part_of_the_normalizer_version(monkeypatch):
+    """Bumping this reader's VERSION changes textnorm.VERSION, which every run records (and compare
+    checks), so transcripts normalized by different readers are never silently compared."""
+    import importlib.util
+
+    from evalkit import korean_numbers, textnorm
+
+    def fresh_textnorm():  # executed anew, not registered in sys.modules
+        spec = importlib.util.find_spec("evalkit.textnorm")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    assert fresh_textnorm().VERSION == textnorm.VERSION
+    monkeypatch.setattr(korean_numbers, "VERSION", VERSION + ".1")
+    assert fresh_textnorm().VERSION != textnorm.VERSION
 
 
 @pytest.mark.parametrize("n, expected", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evalkit import pipeline
-from evalkit.types import Audio, Row, Suite, Utterance
+from evalkit.types import Audio, Row, Score, Suite, Utterance
 from evalkit_metrics.intelligibility import Intelligibility
 
 
@@ -27,6 +27,7 @@ class Flaky:
                 for r, a in zip(requests, out)]
 
 
+@pytest.mark.slow
 def test_failures_are_isolated(tmp_path, espeak_en, asr):
     texts = ["Good morning.", "Explode here.", "Give me NaN.", "See you tomorrow."]
     suite = Suite("t", "1", "en", "test", tuple(Utterance(f"u{i}", t) for i, t in enumerate(texts)), "d", "mem")
@@ -70,6 +71,7 @@ class SaysSomethingElse:
                                       for r in requests])
 
 
+@pytest.mark.slow
 def test_known_answers_on_real_audio(tmp_path, piper, asr):
     """Identical speech scores 0; speech with one word left out scores exactly one deletion."""
     full = "The old man sat on the red bench in the park."
@@ -81,3 +83,55 @@ def test_known_answers_on_real_audio(tmp_path, piper, asr):
     assert (dropped["word_sub"], dropped["word_del"], dropped["word_ins"]) == (0, 1, 0)
     assert dropped["wer"] == pytest.approx(1 / len(full.split()))
     assert dropped["char_del"] == 4 and dropped["cer"] == pytest.approx(4 / len("the old man sat on the red bench in the park"))
+
+
+class Tones:
+    """A 0.5 s tone per sentence, its amplitude set by the text's length: different sentences, different peaks."""
+
+    name = "tones"
+    batch_size = 4
+
+    def synthesize(self, requests):
+        t = np.arange(8000, dtype=np.float32) / 16000
+        return [Audio((0.01 * len(r.text) * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000) for r in requests]
+
+
+class Peak:
+    """A metric whose computation changed between versions: version N reports N times the peak."""
+
+    name = "peak"
+    version = "1"
+    sample_rate = 16000
+    needs_transcript = False
+    needs_reference = False
+    higher_is_better = {"peak": None}
+
+    def __init__(self):
+        self._scored = 0
+
+    def score(self, items):
+        self._scored += len(items)
+        return [Score({"peak": float(np.abs(i.audio.samples).max()) * int(self.version)}) for i in items]
+
+
+def test_a_metric_version_bump_rescores_instead_of_reusing_the_cache(tmp_path, monkeypatch):
+    """The score cache key holds the metric's version: a bump (a class attribute, so the instance's options
+    are unchanged) recomputes every score, and values from the two versions never mix."""
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    suite = Suite("t", "1", "en", "test", (Utterance("a", "Hi."), Utterance("b", "Good evening.")), "d", "mem")
+
+    def run(n: int) -> tuple[pipeline.Evaluation, Peak]:
+        metric = Peak()
+        return pipeline.evaluate(suite, Tones(), None, [metric], tmp_path / f"run{n}", workers=0), metric
+
+    first, m1 = run(1)
+    peaks = {r.utterance_id: r.values["peak"] for r in first.rows}
+    assert m1._scored == 2 and (first.counts.scores_computed, first.counts.scores_cached) == (2, 0)
+    assert peaks["a"] == pytest.approx(0.03, rel=1e-3) and peaks["b"] == pytest.approx(0.13, rel=1e-3)
+    again, m2 = run(2)  # same version: every score comes from the cache, the metric is not called
+    assert m2._scored == 0 and (again.counts.scores_computed, again.counts.scores_cached) == (0, 2)
+    assert {r.utterance_id: r.values["peak"] for r in again.rows} == peaks
+    monkeypatch.setattr(Peak, "version", "2")
+    bumped, m3 = run(3)
+    assert m3._scored == 2 and (bumped.counts.scores_computed, bumped.counts.scores_cached) == (2, 0)
+    assert {r.utterance_id: r.values["peak"] for r in bumped.rows} == pytest.approx({k: 2 * v for k, v in peaks.items()})

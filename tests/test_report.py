@@ -117,6 +117,7 @@ def rows(folder: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (folder / "utterances.jsonl").read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_degraded_candidate_regresses(runs, tmp_path):
     code, out, err = evalkit("compare", str(runs.baseline), str(runs.noisy))
     assert code == 0, err
@@ -169,6 +170,7 @@ def html_escaped(s: str) -> str:
     return html.escape(s, quote=True)
 
 
+@pytest.mark.slow
 def test_same_model_twice_passes(runs, tmp_path):
     code, out, err = evalkit("compare", str(runs.baseline), str(runs.same))
     assert code == 0, err
@@ -180,6 +182,7 @@ def test_same_model_twice_passes(runs, tmp_path):
     assert MlflowClient(tracking_uri=runs.uri).get_run(runs.same_id).data.tags["evalkit.verdict"] == "pass"
 
 
+@pytest.mark.slow
 def test_different_suite_is_incomparable(runs, tmp_path):
     code, out, err = evalkit("compare", str(runs.baseline), str(runs.other))
     lines = [line for line in err.splitlines() if line.strip()]
@@ -194,6 +197,7 @@ def test_different_suite_is_incomparable(runs, tmp_path):
     assert MlflowClient(tracking_uri=runs.uri).get_run(runs.other_id).data.tags["evalkit.verdict"] == "incomparable"
 
 
+@pytest.mark.slow
 def test_named_baseline_latest_and_mlflow_ids(runs, tmp_path):
     code, out, err = evalkit("baseline", "set", str(runs.baseline), "--name", "nightly")
     assert code == 0 and runs.baseline_id in out, err
@@ -276,6 +280,7 @@ def test_report_escapes_text_and_keeps_korean(tmp_path):
         report.write(out, cand, base, result, verdict)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     report = tmp_path / "report"
     code, _, err = evalkit("report", "--candidate", str(runs.noisy), "--baseline", str(runs.baseline),

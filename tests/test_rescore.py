@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from mlflow.tracking import MlflowClient
 
@@ -19,6 +20,7 @@ def rows(out: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (out / "utterances.jsonl").read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_adding_one_metric_computes_only_that_metric(tmp_path, capsys, sqlite_uri, monkeypatch):
     monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))  # nothing cached by other tests
     first, again = tmp_path / "first", tmp_path / "again"
@@ -53,6 +55,7 @@ def test_adding_one_metric_computes_only_that_metric(tmp_path, capsys, sqlite_ur
     assert rescored.data.tags["evalkit.rescored_from"] == before["run_id"]
 
 
+@pytest.mark.slow
 def test_a_recorded_failure_is_carried_not_retried(tmp_path, capsys, sqlite_uri, espeak_en):
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -52,6 +52,7 @@ def items(piper, espeak_en):
     return out
 
 
+@pytest.mark.slow
 def test_every_pooled_metric_gives_exactly_the_in_process_values(items):
     metrics = [DNSMOS(), PESQ(), STOI(), MelDTW(), MCD(), F0(), SpeakerSimilarity()]
     assert workers.pooled(metrics) == metrics
@@ -71,6 +72,7 @@ def test_every_pooled_metric_gives_exactly_the_in_process_values(items):
     assert by_name["mel_dtw"][0].values["mel_dtw"] > 0
 
 
+@pytest.mark.slow
 def test_dnsmos_in_a_worker_is_the_library_call(items):
     """A worker's DNSMOS is speechmos's own model, sessions pinned to one thread, to the last bit."""
     from test_dnsmos import library
@@ -88,6 +90,7 @@ def test_dnsmos_in_a_worker_is_the_library_call(items):
                                 "dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_p808": float(r["p808_mos"])}
 
 
+@pytest.mark.slow
 def test_whisper_thread_count_never_changes_a_transcript(items):
     from evalkit.asr.faster_whisper import FasterWhisperASR
 
@@ -100,6 +103,7 @@ def test_whisper_thread_count_never_changes_a_transcript(items):
     assert "bench" in texts[1][0].lower()
 
 
+@pytest.mark.slow
 def test_evaluate_with_and_without_workers_gives_the_same_rows(tmp_path, piper, asr, monkeypatch):
     suite = Suite("t", "1", "en", "test", tuple(Utterance(f"u{i}", t) for i, t in enumerate(TEXTS)), "d", "mem")
     rows = {}
@@ -187,6 +191,7 @@ def _gone(pids: set[int], timeout: float) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_interrupting_a_run_leaves_no_worker_behind(tmp_path, sqlite_uri, how):
     from test_hardening import wait_for_rows
