@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -11,6 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import EvalkitError
+from .record import replacing
 from .types import Audio
 
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a clip carries no speech
@@ -53,14 +53,9 @@ def write_wav(path: str | Path, audio: Audio) -> None:
     buf = io.BytesIO()
     sf.write(buf, _int16(audio.samples), audio.sample_rate, subtype="PCM_16", format="WAV")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path, path.with_name(f".{path.name}.tmp")) as tmp:
         with open(tmp, "wb") as f:
             f.write(buf.getbuffer())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def as_pcm16(audio: Audio) -> Audio:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -25,12 +26,17 @@ def cache_dir(*parts: str) -> Path:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks (checkpoints can be gigabytes)."""
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    for block in blocks(path):
+        h.update(block)
     return h.hexdigest()
+
+
+def blocks(path: str | Path) -> Iterator[bytes]:
+    """A file's bytes in 4 MiB blocks: checkpoints and models can be gigabytes."""
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(1 << 22), b"")
 
 
 def audio_digest(audio: Audio) -> str:

@@ -24,3 +24,21 @@ class StageFailed(EvalkitError):
     """The run finished and is saved, but a stage failed on every utterance: it measured nothing."""
 
     exit_code = 4
+
+
+def first_line(exc: BaseException, limit: int | None = None, *, typed: bool = False) -> str:
+    """The first line of `exc`'s message, cut at `limit` characters, for a one-line error: library
+    messages can run to tracebacks. An empty message gives the type name instead, and `typed` puts
+    the type name in front ("KeyError: 'x'") where the message alone would not say what failed."""
+    lines = str(exc).strip().splitlines()
+    name = type(exc).__name__
+    if not lines:
+        return name
+    return f"{name}: {lines[0][:limit]}" if typed else lines[0][:limit]
+
+
+def whole(exc: BaseException) -> str:
+    """`exc`'s whole message on one line, after its type name: some libraries put what is wrong
+    after the first line (a state-dict mismatch lists Missing key(s), size mismatch there)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -36,7 +36,7 @@ from typing import Mapping
 import yaml
 
 from .compare import Comparison, Incomparable, MetricDelta
-from .errors import EvalkitError
+from .errors import EvalkitError, first_line
 
 
 def display_path(path: Path) -> str:
@@ -139,8 +139,7 @@ def from_file(path: Path) -> Gates:
         text = Path(path).read_text(encoding="utf-8")
         obj = tomllib.loads(text) if Path(path).suffix == ".toml" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EvalkitError(f"{path}: not a readable gates file ({first})") from None
+        raise EvalkitError(f"{path}: not a readable gates file ({first_line(exc)})") from None
     return parse(obj, display_path(path))
 
 

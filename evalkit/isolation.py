@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from .errors import first_line
 from .protocols import Metric
 from .types import Score, ScoringItem
 
@@ -55,5 +56,5 @@ def chunks(seq: Sequence[T], size: int) -> Iterable[list[T]]:
 
 
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    """How a plug-in's failure reads in a row (its failure or a note): type and first line."""
+    return first_line(exc, 200, typed=True)

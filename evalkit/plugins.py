@@ -6,7 +6,7 @@ import importlib
 import sys
 from importlib.metadata import entry_points
 
-from .errors import EvalkitError
+from .errors import EvalkitError, first_line, whole
 
 ADAPTERS = "evalkit.adapters"
 ASR = "evalkit.asr"
@@ -29,8 +29,7 @@ def load_target(target: str) -> type:
     try:
         module = importlib.import_module(mod_name)
     except Exception as exc:  # ImportError, or whatever the module's own top level raised
-        raise EvalkitError(f"cannot import {mod_name!r} for {target!r}: {type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())}") from exc
+        raise EvalkitError(f"cannot import {mod_name!r} for {target!r}: {whole(exc)}") from exc
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -62,7 +61,7 @@ def load_all(group: str) -> list[tuple[str, type, str]]:
         except Exception as exc:  # any import-time crash of somebody else's package
             if target not in _warned:
                 _warned.add(target)
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                reason = first_line(exc, 200)
                 print(f"warning: {group.split('.')[-1].rstrip('s')} plugin {name!r} from {dist} cannot be "
                       f"imported, skipped: {reason}", file=sys.stderr)
     return out

@@ -20,8 +20,9 @@ import csv
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .errors import EvalkitError
 from .types import Row
@@ -39,22 +40,17 @@ def write(out_dir: Path, summary: dict, rows: Sequence[Row]) -> None:
     columns: list[str] = []
     for r in flat:
         columns.extend(k for k in r if k not in columns)
-    _atomic(out_dir / TABLE_JSONL, "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in flat))
-    tmp = out_dir / (TABLE_CSV + ".tmp")
-    try:
+    _atomic(out_dir / TABLE_JSONL, "".join(json.dumps(jsonable(r), ensure_ascii=False) + "\n" for r in flat))
+    with replacing(out_dir / TABLE_CSV, out_dir / (TABLE_CSV + ".tmp")) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows({k: ",".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in flat)
-        os.replace(tmp, out_dir / TABLE_CSV)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
     write_summary(out_dir, summary)
 
 
 def write_summary(out_dir: Path, summary: dict) -> None:
-    _atomic(out_dir / SUMMARY, json.dumps(_jsonable(summary), ensure_ascii=False, indent=2) + "\n")
+    _atomic(out_dir / SUMMARY, json.dumps(jsonable(summary), ensure_ascii=False, indent=2) + "\n")
 
 
 def read(out_dir: Path) -> tuple[dict, list[dict]]:
@@ -67,7 +63,7 @@ def read(out_dir: Path) -> tuple[dict, list[dict]]:
 
 
 def write_run(out_dir: Path, run: dict) -> None:
-    _atomic(out_dir / RUN, json.dumps(_jsonable(run), ensure_ascii=False, indent=2) + "\n")
+    _atomic(out_dir / RUN, json.dumps(jsonable(run), ensure_ascii=False, indent=2) + "\n")
 
 
 def read_run(out_dir: Path) -> dict | None:
@@ -81,7 +77,7 @@ def read_run(out_dir: Path) -> dict | None:
 
 def append_rows(out_dir: Path, rows: Sequence[Row]) -> None:
     """Append finished rows and sync them to disk before returning: they survive a kill."""
-    text = "".join(json.dumps(_jsonable(_row_dict(r)), ensure_ascii=False) + "\n" for r in rows)
+    text = "".join(json.dumps(jsonable(_row_dict(r)), ensure_ascii=False) + "\n" for r in rows)
     with open(out_dir / PROGRESS, "a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -130,21 +126,29 @@ def _row_dict(r: Row) -> dict:
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with replacing(path, path.with_name(path.name + ".tmp")) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def replacing(path: Path, tmp: Path) -> Iterator[Path]:
+    """Yields `tmp` to write, then renames it over `path`: a full disk leaves the old file whole
+    and no half-written one beside it (the OSError still propagates)."""
+    try:
+        yield tmp
         os.replace(tmp, path)
-    except OSError:  # a full disk leaves the old file whole and no half-written one beside it
+    except OSError:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def _jsonable(obj):
-    """NaN is not JSON: write null, so every reader (MLflow, pandas, browsers) agrees."""
+def jsonable(obj):
+    """NaN and infinity are not JSON: write null, so every reader (MLflow, pandas, browsers) agrees.
+    The run record and the comparison report both write through this."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj

@@ -11,16 +11,14 @@ Without it, a suite's own references (`reference:` per utterance, or refs/<id>.w
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .cache import cache_dir
-from .errors import EvalkitError
+from .cache import cache_dir, sha256_file
+from .errors import EvalkitError, first_line
 from .types import Suite
-
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+from .untrusted import is_run_id
 
 
 @dataclass(frozen=True)
@@ -30,10 +28,16 @@ class References:
 
     @property
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for uid in sorted(self.paths):
-            h.update(uid.encode() + b"\0" + hashlib.sha256(self.paths[uid].read_bytes()).digest())
-        return h.hexdigest()
+        return reference_digest(self.paths)
+
+
+def reference_digest(paths: Mapping[str, Path]) -> str:
+    """What a run records as evalkit.reference_digest: every utterance id with its wav's sha256.
+    runs.reference_paths recomputes it to play only the very audio a run was scored against."""
+    h = hashlib.sha256()
+    for uid in sorted(paths):
+        h.update(uid.encode() + b"\0" + bytes.fromhex(sha256_file(paths[uid])))
+    return h.hexdigest()
 
 
 def from_suite(suite: Suite) -> References | None:
@@ -46,7 +50,7 @@ def resolve(spec: str, suite: Suite, tracking_uri: str) -> References:
     if folder.is_dir():
         audio = folder / "audio" if (folder / "summary.json").is_file() else folder
         return _from_folder(audio, suite, f"folder:{folder.resolve()}")
-    if _RUN_ID.match(spec):
+    if is_run_id(spec):
         return _from_mlflow(spec, suite, tracking_uri)
     raise EvalkitError(f"--reference-run {spec!r} is neither a folder nor an MLflow run id")
 
@@ -67,5 +71,5 @@ def _from_mlflow(run_id: str, suite: Suite, uri: str) -> References:
             tracking.client(uri).download_artifacts(run_id, "audio", str(dest))
         except Exception as exc:  # MLflow raises many kinds: unknown run, unreachable server
             raise EvalkitError(f"cannot fetch the audio of MLflow run {run_id} from {uri}: "
-                               f"{str(exc).strip().splitlines()[0][:160]}") from None
+                               f"{first_line(exc, 160)}") from None
     return _from_folder(dest / "audio", suite, f"mlflow:{run_id}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, record
 from .compare import Comparison, Incomparable, MetricDelta
 from .errors import EvalkitError
 from .gates import Verdict
@@ -92,7 +92,7 @@ def write(out_dir: Path, candidate: LoadedRun, baseline: LoadedRun, result: Comp
     (out_dir / "summary.md").write_text(md, encoding="utf-8")
     page = _html(out_dir, candidate, baseline, result, verdict, m, worst)
     (out_dir / "index.html").write_text(page, encoding="utf-8")
-    doc = _finite(_as_json(candidate, baseline, result, verdict))
+    doc = record.jsonable(_as_json(candidate, baseline, result, verdict))
     (out_dir / "comparison.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
     return out_dir / "index.html"
 
@@ -364,14 +364,3 @@ def _as_json(candidate, baseline, result, verdict) -> dict:
                            "direction": d.direction, "status": metric_status(verdict, d)} for d in result.metrics]
         out["new_failures"] = [{"id": f.utterance_id, "reason": f.reason} for f in result.new_failures]
     return out
-
-
-def _finite(obj):
-    """NaN and infinity are not JSON: null, as in the run record."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

@@ -25,9 +25,10 @@ from pathlib import Path
 from . import record, tracking
 from . import suite as suite_mod
 from .cache import cache_dir
-from .errors import EvalkitError
+from .errors import EvalkitError, first_line
+from .references import reference_digest
+from .untrusted import is_run_id
 
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 BASELINE_TAG = "evalkit.baseline.{}"
 
@@ -83,17 +84,12 @@ def load_run(spec: str, tracking_uri: str | None = None, exclude_run_id: str | N
         run_id = find_baseline(spec[4:], uri, suite)
     elif spec.startswith("latest:"):
         run_id = find_latest(spec[7:], uri, exclude_run_id)
-    elif _RUN_ID.match(spec):
+    elif is_run_id(spec):
         run_id = spec
     else:
         raise EvalkitError(f"run {spec!r} is neither a run folder, an MLflow run id, tag:NAME nor latest:EXPERIMENT")
     source = f"mlflow:{run_id}" if run_id == spec else f"{spec} -> mlflow:{run_id}"
     return _from_mlflow(run_id, uri, source, with_audio)
-
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _from_mlflow(run_id: str, uri: str, source: str, with_audio: bool) -> LoadedRun:
@@ -105,7 +101,7 @@ def _from_mlflow(run_id: str, uri: str, source: str, with_audio: bool) -> Loaded
         try:
             c.get_run(run_id)
         except Exception as exc:  # MLflow raises many kinds for an unknown run
-            raise EvalkitError(f"MLflow run {run_id} not found at {uri} ({_first_line(exc)})") from None
+            raise EvalkitError(f"MLflow run {run_id} not found at {uri} ({first_line(exc, 200)})") from None
         for name in missing:
             _download(c, run_id, name, dest, required=name != "audio")
     summary, rows = record.read(dest)
@@ -122,7 +118,7 @@ def _download(c, run_id: str, name: str, dest: Path, required: bool) -> None:
             if not required:  # a run whose every utterance failed has no audio
                 return
             raise EvalkitError(f"MLflow run {run_id} has no {name} artifact: not an evalkit run? "
-                               f"({_first_line(exc)})") from None
+                               f"({first_line(exc, 200)})") from None
         os.replace(Path(tmp) / name, dest / name)
 
 
@@ -149,7 +145,7 @@ def find_baseline(name: str, uri: str, suite: str | None = None) -> str:
     except EvalkitError:
         raise
     except Exception as exc:
-        raise EvalkitError(f"cannot search MLflow at {uri} for baseline {name!r} ({_first_line(exc)})") from None
+        raise EvalkitError(f"cannot search MLflow at {uri} for baseline {name!r} ({first_line(exc, 200)})") from None
     if not runs:
         of = f" of suite {suite!r}" if suite else ""
         raise EvalkitError(f"no run{of} is tagged as baseline {name!r} at {uri} "
@@ -165,7 +161,8 @@ def find_latest(experiment: str, uri: str, exclude_run_id: str | None) -> str:
             [exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=10)
     except Exception as exc:
-        raise EvalkitError(f"cannot search MLflow experiment {experiment!r} at {uri} ({_first_line(exc)})") from None
+        raise EvalkitError(f"cannot search MLflow experiment {experiment!r} at {uri} "
+                           f"({first_line(exc, 200)})") from None
     if exp is None:
         raise EvalkitError(f"no MLflow experiment named {experiment!r} at {uri}")
     for r in runs:
@@ -190,7 +187,7 @@ def set_baseline(run: LoadedRun, name: str, uri: str) -> list[str]:
         for run_id in previous:
             c.delete_tag(run_id, key)
     except Exception as exc:
-        raise EvalkitError(f"cannot tag MLflow run {run.mlflow_run_id} at {uri} ({_first_line(exc)})") from None
+        raise EvalkitError(f"cannot tag MLflow run {run.mlflow_run_id} at {uri} ({first_line(exc, 200)})") from None
     return previous
 
 
@@ -220,7 +217,7 @@ def log_report(run: LoadedRun, report_dir: Path, status: str, tags: dict[str, st
         c.set_tag(run.mlflow_run_id, LAST_REPORT_TAG, status)
     except Exception as exc:
         raise EvalkitError(f"cannot log the report to MLflow run {run.mlflow_run_id} at {uri} "
-                           f"({_first_line(exc)})") from None
+                           f"({first_line(exc, 200)})") from None
     return not keep
 
 
@@ -249,10 +246,8 @@ def _inside(folder: Path, name: str) -> Path | None:
 
 def _verified(folder: Path, id_sets, digest: str) -> dict[str, Path]:
     """The <id>.wav of `folder` for one of `id_sets`, only when they reproduce `digest` exactly as
-    evalkit.references.References.digest computed it at run time: then they are, byte for byte, the
-    audio the run was scored against. A wav that resolves outside the folder is never read."""
-    from .references import References
-
+    references.reference_digest computed it at run time: then they are, byte for byte, the audio
+    the run was scored against. A wav that resolves outside the folder is never read."""
     if not digest or not folder.is_dir():
         return {}
     base = folder.resolve()
@@ -271,7 +266,7 @@ def _verified(folder: Path, id_sets, digest: str) -> dict[str, Path]:
             if path is not None:
                 paths[uid] = path
         try:
-            if paths and References("", paths).digest == digest:
+            if paths and reference_digest(paths) == digest:
                 return paths
         except OSError:
             continue
@@ -299,7 +294,7 @@ def reference_paths(summary: dict, ids=()) -> dict[str, Path]:
             folder = folder / "audio" if (folder / record.SUMMARY).is_file() else folder
         else:
             run_id = ref[len("mlflow:"):]
-            if not _RUN_ID.match(run_id):
+            if not is_run_id(run_id):
                 return {}
             folder = cache_dir("reference-runs", run_id) / "audio"
         return _verified(folder, (_suite_ids(summary), ids), digest)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import textnorm
 from .cache import sha256_file
-from .errors import EvalkitError
+from .errors import EvalkitError, first_line
 from .types import Suite, Utterance
 from .untrusted import check_name, inside, load_yaml
 
@@ -115,7 +115,7 @@ def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list
             raise EvalkitError(f"{path}: larger than {UTTERANCES_MAX_BYTES >> 20} MiB; split the suite")
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"{path}: cannot read utterances ({_first_line(exc)})") from None
+        raise EvalkitError(f"{path}: cannot read utterances ({first_line(exc)})") from None
     seen: set[str] = set()
     out: list[Utterance] = []
     for lineno, line in enumerate(lines, 1):
@@ -175,7 +175,3 @@ def _digest(header: dict, utterances: list[Utterance]) -> str:
             rec["speaker_prompt"] = prompt
         h.update(b"\n" + json.dumps(rec, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

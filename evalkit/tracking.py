@@ -22,7 +22,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import record
-from .errors import EvalkitError, TrackingError
+from .errors import EvalkitError, TrackingError, first_line
+from .untrusted import is_run_id
 
 DEFAULT_ROOT = Path("evalkit-runs")
 HEALTH_TIMEOUT_S = 5
@@ -96,7 +97,7 @@ def log_run(out_dir: Path, uri: str, experiment: str) -> str:
         raise
     except Exception as exc:  # MLflow raises many kinds for a server that goes away
         raise TrackingError(f"logging to MLflow at {uri} failed: "
-                            f"{redact(str(exc).strip().splitlines()[0][:200])}") from None
+                            f"{redact(first_line(exc, 200))}") from None
     summary["tracking"] = {"uri": uri, "experiment": experiment, "run_id": run_id}
     record.write_summary(out_dir, summary)
     return run_id
@@ -115,7 +116,7 @@ def _own_files_only(out_dir: Path) -> None:
 
 def find_logged(uri: str, evalkit_run_id: str) -> str | None:
     """The MLflow run id of a FINISHED run of this store tagged with `evalkit_run_id`, if any."""
-    if not re.fullmatch(r"[0-9a-f]{32}", evalkit_run_id or ""):
+    if not is_run_id(evalkit_run_id or ""):
         return None
     c = client(uri)
     experiments = [e.experiment_id for e in c.search_experiments()]

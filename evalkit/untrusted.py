@@ -3,7 +3,8 @@
 The rules every reader of such input follows, in one place:
 - a path named inside the input resolves (symlinks included) to a place inside the folder the
   input owns, or it is refused (`inside`): a suite cannot make evalkit read /etc/passwd;
-- a name that becomes a folder or an MLflow experiment is a plain token (`check_name`);
+- a name that becomes a folder or an MLflow experiment is a plain token (`check_name`), a run
+  id 32 hex digits (`is_run_id`);
 - YAML is read with a size cap and a cap on the nodes its aliases expand to (`load_yaml`): a
   "billion laughs" file is refused in milliseconds instead of taking gigabytes.
 Each refusal is an EvalkitError: one line, exit 2.
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import yaml
 
-from .errors import EvalkitError
+from .errors import EvalkitError, first_line
 
 YAML_MAX_BYTES = 1 << 20  # a suite header or sidecar is a few hundred bytes
 YAML_MAX_NODES = 100_000  # after alias expansion; a header has tens
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def inside(root: Path, rel: str | Path, what: str) -> Path:
@@ -41,6 +43,12 @@ def check_name(name: object, what: str) -> str:
     return text
 
 
+def is_run_id(text: str) -> bool:
+    """An MLflow or evalkit run id: 32 lowercase hex digits, nothing more (not even a newline).
+    Checked before a run id read from input names a cache folder or goes into an MLflow filter."""
+    return _RUN_ID.fullmatch(text) is not None
+
+
 def load_yaml(path: Path, max_bytes: int = YAML_MAX_BYTES, max_nodes: int = YAML_MAX_NODES):
     """yaml.safe_load of `path`, refusing files over `max_bytes` and documents whose aliases
     expand to more than `max_nodes` nodes (composed first: the composer shares aliased nodes,
@@ -51,7 +59,7 @@ def load_yaml(path: Path, max_bytes: int = YAML_MAX_BYTES, max_nodes: int = YAML
             raise EvalkitError(f"{path}: {size} bytes, larger than the {max_bytes}-byte limit for a YAML file")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"{path}: not a readable YAML file ({_first_line(exc)})") from None
+        raise EvalkitError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is None:
@@ -59,7 +67,7 @@ def load_yaml(path: Path, max_bytes: int = YAML_MAX_BYTES, max_nodes: int = YAML
         _count(node, max_nodes, {}, set())
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise EvalkitError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+        raise EvalkitError(f"{path}: not valid YAML ({first_line(exc)})") from None
     except _TooBig:
         raise EvalkitError(f"{path}: its aliases expand to more than {max_nodes} YAML nodes "
                            "(an alias bomb?); write the values out") from None
@@ -93,7 +101,3 @@ def _count(node: yaml.Node, limit: int, sizes: dict[int, int], active: set[int])
     active.discard(key)
     sizes[key] = total
     return total
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

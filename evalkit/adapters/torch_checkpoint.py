@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import plugins
 from ..cache import sha256_file
-from ..errors import EvalkitError
+from ..errors import EvalkitError, first_line, whole
 from ..types import Audio, SynthesisRequest
 
 SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -214,19 +214,7 @@ def _protocol_of(ops) -> int | None:
 
 def _weights_only_reason(exc: BaseException) -> str:
     found = re.search(r"WeightsUnpickler error: \s*(.+)", str(exc))
-    return f"UnpicklingError: {found.group(1).strip()[:160]}" if found else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
-
-
-def whole(exc: BaseException) -> str:
-    """The library's whole message on one line: a state-dict mismatch puts what is wrong
-    (Missing key(s), Unexpected key(s), size mismatch) after its first line."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"UnpicklingError: {found.group(1).strip()[:160]}" if found else first_line(exc, 160, typed=True)
 
 
 def _user_class(ref: str | type, path: Path, source: str, trusted: bool) -> tuple[type, str, str]:

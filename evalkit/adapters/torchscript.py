@@ -19,10 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import EvalkitError
+from ..errors import EvalkitError, whole
 from ..types import Audio, SynthesisRequest
 from ..cache import sha256_file
-from .torch_checkpoint import _device, archive_kind, as_audio, whole
+from .torch_checkpoint import _device, archive_kind, as_audio
 
 SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".pt2")
 CONTRACT = "forward(text: str) -> Tensor"

