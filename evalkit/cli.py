@@ -17,7 +17,7 @@ from rich.text import Text
 
 from . import __version__, allocator, plugins, record, tracking
 from . import suite as suite_mod
-from .errors import EvalkitError, StageFailed, Terminated, TrackingError
+from .errors import EvalkitError, StageFailed, Terminated, TrackingError, first_line
 
 app = typer.Typer(help="Evaluate TTS checkpoints with robust automatic metrics, tracked in MLflow.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -356,8 +356,8 @@ def main() -> None:
         _debug(exc)
         if os.environ.get("EVALKIT_DEBUG"):
             raise
-        err.print(f"error: unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                  " (set EVALKIT_DEBUG=1 for the traceback)", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: unexpected {first_line(exc, typed=True)} (set EVALKIT_DEBUG=1 for the traceback)",
+                  markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -27,7 +27,7 @@ from . import suite as suite_mod
 from .cache import cache_dir
 from .errors import EvalkitError, first_line
 from .references import reference_digest
-from .untrusted import is_run_id
+from .untrusted import inside, is_run_id
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 BASELINE_TAG = "evalkit.baseline.{}"
@@ -47,21 +47,16 @@ class LoadedRun:
         return f"{self.summary.get('params', {}).get('model', '?')} ({self.summary.get('run_id', '?')[:8]})"
 
     def audio_path(self, row: dict) -> Path | None:
-        """The clip a row names, only ever a regular file of the run's own audio folder: a row edited
-        to name another place (an absolute path, '..', a subfolder) or a clip that is a symlink out of
-        the folder gives None, as does an audio folder that is itself a link."""
-        if self.audio_dir is None or not row.get("audio"):
+        """The clip a row names, only ever a regular file of the run's own audio folder
+        (record.audio_file's rule): a row edited to name another place, a clip that is a symlink
+        out of the folder, or an audio folder that is itself a link gives None."""
+        if self.audio_dir is None:
             return None
-        rel = Path(str(row["audio"]))
-        if rel.is_absolute() or rel.parent != Path("audio"):
-            return None  # the run writes audio/<name>.wav and nothing else
         try:
-            folder = self.audio_dir.resolve()
-            if folder != self.audio_dir.parent.resolve() / self.audio_dir.name:
-                return None  # audio/ is a link: its files are someone else's
-            return _inside(folder, rel.name)
-        except (OSError, RuntimeError):  # a symlink loop
+            path = record.audio_file(self.audio_dir.parent, row)
+        except (EvalkitError, OSError, RuntimeError):  # refused, or a symlink loop
             return None
+        return path if path is not None and path.is_file() else None
 
 
 def recorded_uri(run: LoadedRun) -> str | None:
@@ -238,12 +233,6 @@ def suite_folder(summary: dict) -> Path | None:
     return None
 
 
-def _inside(folder: Path, name: str) -> Path | None:
-    """folder/name with symlinks resolved, if that is a regular file inside `folder` (resolved)."""
-    path = (folder / name).resolve()
-    return path if path.is_relative_to(folder) and path != folder and path.is_file() else None
-
-
 def _verified(folder: Path, id_sets, digest: str) -> dict[str, Path]:
     """The <id>.wav of `folder` for one of `id_sets`, only when they reproduce `digest` exactly as
     references.reference_digest computed it at run time: then they are, byte for byte, the audio
@@ -260,10 +249,10 @@ def _verified(folder: Path, id_sets, digest: str) -> dict[str, Path]:
         paths = {}
         for uid in ids:
             try:
-                path = _inside(base, f"{uid}.wav")
-            except (OSError, RuntimeError):
-                path = None
-            if path is not None:
+                path = inside(base, f"{uid}.wav", "reference audio")
+            except (EvalkitError, OSError, RuntimeError):  # outside the folder, or a symlink loop
+                continue
+            if path.is_file():
                 paths[uid] = path
         try:
             if paths and reference_digest(paths) == digest:

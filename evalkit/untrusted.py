@@ -38,7 +38,7 @@ def inside(root: Path, rel: str | Path, what: str) -> Path:
 def check_name(name: object, what: str) -> str:
     """A name that becomes part of a folder or an experiment: letters, digits, '.', '_', '-'."""
     text = str(name)
-    if not _NAME.match(text) or ".." in text:
+    if not _NAME.fullmatch(text) or ".." in text:
         raise EvalkitError(f"{what} {text!r} must be letters, digits, '.', '_' or '-' (at most 128, no '..')")
     return text
 
