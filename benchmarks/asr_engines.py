@@ -46,14 +46,14 @@ def main() -> None:
             texts[spec] = [t.text for t in asr.transcribe(clips, suite.language)]
             per_utt = (time.perf_counter() - t0) / len(clips)
             cers, total_edits, total_len = [], 0, 0
-            for u, hyp in zip(suite.utterances, texts[spec]):
+            for u, hyp in zip(suite.utterances, texts[spec], strict=True):
                 ref_c = cer_form(normalize(u.text, suite.language), suite.language)
                 hyp_c = cer_form(normalize(hyp, suite.language), suite.language)
                 e = edits(ref_c, hyp_c, chars=True)
                 n = e["sub"] + e["del"] + e["ins"]
                 cers.append(n / e["ref_len"])
                 total_edits, total_len = total_edits + n, total_len + e["ref_len"]
-            same = sum(a == b for a, b in zip(texts[ENGINES[0]], texts[spec]))
+            same = sum(a == b for a, b in zip(texts[ENGINES[0]], texts[spec], strict=True))
             lines.append(f"| {suite_name} | {model} | {spec} | {len(clips)} | {per_utt:.2f} | "
                          f"{sum(cers) / len(cers):.4f} | {total_edits / total_len:.4f} | {same}/{len(clips)} |")
             print(lines[-1], flush=True)

@@ -7,8 +7,8 @@ Per suite and voice:
 - floor: the bare model calls alone, one after another, models already loaded and warm, each
   at its fastest sequential setting: synthesis, faster-whisper transcribe at evalkit's decoding
   settings (int8, beam 5, temperature 0, filters off, one thread per core), speechmos DNSMOS,
-  jiwer CER, with evalkit's allocator settings (evalkit/allocator.py). Their sum is the floor (its per-stage breakdown is reported); resampling and I/O
-  are not in it.
+  jiwer CER, with evalkit's allocator settings (evalkit/allocator.py). Their sum is the floor (its
+  per-stage breakdown is reported); resampling and I/O are not in it.
 - evalkit cold: `evalkit run` in a fresh process with an empty cache (EVALKIT_CACHE in a new
   temporary folder), default metric set, sqlite MLflow store: start-up, model loading, logging
   and writing outputs included.
@@ -159,7 +159,8 @@ def evalkit_runs(suite_name: str, model: str, limit: int | None, tmp: Path) -> d
                                   str(tmp / "cold"), "--out", str(tmp / "rescore"), *uri], cache)
     summary = json.loads((tmp / "cold" / "summary.json").read_text())
     return {"cold": cold, "warm": warm, "rescore": rescore, "peak_mib": max(cold_mib, warm_mib, rescore_mib),
-            "cer_mean": summary["aggregates"].get("cer/mean"), "dnsmos_ovrl": summary["aggregates"].get("dnsmos_ovrl/mean")}
+            "cer_mean": summary["aggregates"].get("cer/mean"),
+            "dnsmos_ovrl": summary["aggregates"].get("dnsmos_ovrl/mean")}
 
 
 def bench(suite_name: str, model: str, limit: int | None, skip_naive: bool) -> dict:

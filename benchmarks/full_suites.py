@@ -42,7 +42,8 @@ def main() -> None:
         n = int(agg["utterances/count"])
         results.append({"suite": suite, "model": model, "utterances": n, "wall_s": round(wall, 1),
                         "s_per_utt": round(wall / n, 2), "cer_mean": round(agg["cer/mean"], 4),
-                        "cer_median": round(agg["cer/median"], 4), "cer_clipped_mean": round(agg["cer_clipped/mean"], 4),
+                        "cer_median": round(agg["cer/median"], 4),
+                        "cer_clipped_mean": round(agg["cer_clipped/mean"], 4),
                         "dnsmos_ovrl_mean": round(agg["dnsmos_ovrl/mean"], 3), "failures": int(agg["failures/count"])})
         print(results[-1], flush=True)
     (args.out / "full_suites.json").write_text(json.dumps(results, indent=2))

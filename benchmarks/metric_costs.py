@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evalkit import plugins, suite as suite_mod
+from evalkit import plugins
+from evalkit import suite as suite_mod
 from evalkit.adapters.piper import PiperAdapter
 from evalkit.audio import resample
 from evalkit.textnorm import normalize
@@ -48,7 +49,7 @@ def main() -> None:
         metric = plugins.load_target(target)()
         sr = metric.sample_rate
         items = []
-        for u, c, r in zip(utts, clips, refs):
+        for u, c, r in zip(utts, clips, refs, strict=True):
             out = resample(c, sr)
             ref = out if name in ALIGNED_ONLY else resample(r, sr)
             items.append(ScoringItem(u, "en", out, Transcript(u.text, "en"), normalize(u.text, "en"),

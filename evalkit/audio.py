@@ -53,9 +53,8 @@ def write_wav(path: str | Path, audio: Audio) -> None:
     buf = io.BytesIO()
     sf.write(buf, _int16(audio.samples), audio.sample_rate, subtype="PCM_16", format="WAV")
     path = Path(path)
-    with replacing(path, path.with_name(f".{path.name}.tmp")) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
+    with replacing(path, path.with_name(f".{path.name}.tmp")) as tmp, open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 def as_pcm16(audio: Audio) -> Audio:
@@ -81,7 +80,8 @@ def check(audio: Audio, max_seconds: float | None = None) -> tuple[str | None, d
         return "empty audio", {"duration_s": 0.0}
     facts = {"duration_s": float(audio.duration)}
     if max_seconds is not None and audio.duration > max_seconds:
-        return f"audio too long: {audio.duration:.1f} s, cap {max_seconds:.1f} s for this text (a model that never stops?)", facts
+        return (f"audio too long: {audio.duration:.1f} s, cap {max_seconds:.1f} s for this text "
+                "(a model that never stops?)"), facts
     if not np.isfinite(x).all():
         return f"audio has {int((~np.isfinite(x)).sum())} NaN/inf samples", facts
     peak = float(np.abs(x).max())
@@ -106,4 +106,5 @@ def edge_silence(audio: Audio, top_db: float = 40.0, frame_s: float = 0.01) -> t
         return 0.0, 0.0
     rms = np.sqrt(np.mean(audio.samples[:frames * n].astype(np.float64).reshape(frames, n) ** 2, axis=1))
     loud = np.flatnonzero(rms > rms.max() * 10 ** (-top_db / 20))
-    return float(loud[0] * frame_s), float((frames - 1 - loud[-1]) * frame_s + (len(audio.samples) - frames * n) / audio.sample_rate)
+    tail = (len(audio.samples) - frames * n) / audio.sample_rate
+    return float(loud[0] * frame_s), float((frames - 1 - loud[-1]) * frame_s + tail)

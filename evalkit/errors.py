@@ -42,3 +42,14 @@ def whole(exc: BaseException) -> str:
     after the first line (a state-dict mismatch lists Missing key(s), size mismatch there)."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class MissingExtra(EvalkitError):
+    """A part of evalkit whose optional dependencies (a pip extra) are not installed."""
+
+    def __init__(self, requirement: str, extra: str, distribution: str = "evalkit-tts") -> None:
+        self.requirement, self.extra, self.distribution = requirement, extra, distribution
+        super().__init__(f"{requirement} is not installed: pip install '{distribution}[{extra}]'")
+
+    def __reduce__(self):  # raised in a metric worker process, it must unpickle in the parent
+        return type(self), (self.requirement, self.extra, self.distribution)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import yaml
 
@@ -185,6 +185,7 @@ def _judge_metric(m: MetricDelta, gate: Gate | None) -> MetricVerdict:
 
 
 def _regression_line(m: MetricDelta, v: MetricVerdict) -> str:
+    assert v.gate is not None, "only a gated key can regress: without a gate any worsening is allowed"
     return (f"{m.key}: {m.baseline_mean:.4g} → {m.candidate_mean:.4g} ({m.delta:+.4g}, 95% CI "
             f"[{m.ci_low:+.4g}, {m.ci_high:+.4g}]) exceeds its gate ({v.gate.describe()}: "
             f"at most {v.allowed:.4g} worse)")

@@ -197,6 +197,7 @@ def _read_match(m: re.Match, after: str) -> str:
         return f"{sino(int(m['s1']))} 대 {sino(int(m['s2']))}"
     if m["range"]:
         left, right = (_GEN_RE.fullmatch(p) for p in _RANGE_SPLIT.split(m["range"], maxsplit=1))
+        assert left is not None and right is not None, "the range pattern is two _GEN parts around _RANGE_SPLIT"
         hint = right["suf"] if not left["suf"] and not left["cur"] else None
         return f"{_read_gen(left, after, hint)}에서 {_read_gen(right, after)}"
     return _read_gen(m, after)

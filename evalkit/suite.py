@@ -17,9 +17,10 @@ and a JSONL file with one utterance per line:
 `id` and `text` are required; `tags`, `speaker` and `reference` (a wav path relative to the
 folder) are optional; without `reference`, a file refs/<id>.wav is the utterance's reference.
 An utterance whose `speaker` has a prompt under the header's `speakers:` is compared with that
-prompt by metrics that accept one (spk_sim) when it has no reference of its own. The digest covers the name, the language, every utterance's id, text and
-speaker and the bytes of every reference file: it changes whenever anything that affects a
-score changes, and not when tags or the description are edited.
+prompt by metrics that accept one (spk_sim) when it has no reference of its own. The digest
+covers the name, the language, every utterance's id, text and speaker and the bytes of every
+reference file: it changes whenever anything that affects a score changes, and not when tags or
+the description are edited.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The commands these tests run are not on a terminal, where evalkit writes progress lines to
+# stderr; tests that count stderr lines count messages, so progress is off unless a test (in
+# tests/test_progress.py) turns it back on.
+os.environ["EVALKIT_PROGRESS"] = "off"
+
+
+PLUGIN = Path(__file__).resolve().parent / "plugins" / "tiny_tts"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,11 +82,10 @@ def start_mlflow_server(root: Path, port: int | None = None) -> tuple[subprocess
            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
            "--artifacts-destination", str(root / "artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(root / "server.log", "a")
     # The server's background job runners (huey consumers) burn CPU all session and serve nothing here.
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    log.close()
+    with open(root / "server.log", "a") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120  # 11-25 s measured; poll, never sleep blindly
     while time.time() < deadline:
@@ -99,10 +107,8 @@ def stop_mlflow_server(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
     for _ in range(60):
         try:
             os.killpg(proc.pid, 0)
@@ -123,3 +129,27 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     """The installed command, as a user runs it (a fresh process)."""
     return subprocess.run([sys.executable, "-m", "evalkit", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_tts(tmp_path_factory):
+    """The test plugin, as scripts/setup.sh installs it. Without that (a venv set up some other way), it is
+    installed for this session only: into a folder under tmp, on sys.path here and on PYTHONPATH for the
+    fresh processes, never into the venv."""
+    from evalkit import plugins
+
+    with pytest.MonkeyPatch.context() as mp:
+        if plugins.registered(plugins.ADAPTERS).get("tiny-tts", ("",))[0] != "tiny_tts:TinyTTS":
+            source = shutil.copytree(PLUGIN, tmp_path_factory.mktemp("tiny-tts-src") / "tiny_tts")  # builds there
+            site = tmp_path_factory.mktemp("tiny-tts-site")
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                            "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
+                           check=True, capture_output=True)
+            mp.syspath_prepend(str(site))  # also invalidates the import caches
+            mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+        import tiny_tts
+
+        found = plugins.registered(plugins.ADAPTERS)
+        assert {"torch", "torchscript", "tiny-tts"} <= set(found), f"adapters not registered: {sorted(found)}"
+        assert found["tiny-tts"][0] == "tiny_tts:TinyTTS"
+        yield tiny_tts

@@ -78,7 +78,8 @@ class SpeechServer:
                 if text.startswith("flaky") and n <= 2:
                     return self.send(500, b'{"error": "overloaded"}', "application/json")
                 if text.startswith("bad"):
-                    return self.send(400, b'{"error": {"message": "input contains forbidden words"}}', "application/json")
+                    return self.send(400, b'{"error": {"message": "input contains forbidden words"}}',
+                                     "application/json")
                 time.sleep(server.hold_s)
                 self.send(200, server.wav(text), "audio/wav")
 
@@ -144,7 +145,7 @@ def test_audio_is_pipers_sample_for_sample(fresh, piper, monkeypatch):
     monkeypatch.setenv("EVALKIT_HTTP_API_KEY", "sk-test-123")
     adapter = HTTPAdapter(fresh.url + "/v1?model=joe&voice=joe-medium")
     clips = adapter.synthesize([req(t, f"u{i}") for i, t in enumerate(TEXTS[:3])])
-    for text, clip in zip(TEXTS[:3], clips):
+    for text, clip in zip(TEXTS[:3], clips, strict=True):
         direct = piper.synthesize([req(text)])[0]
         assert clip.sample_rate == direct.sample_rate == 22050 and clip.samples.dtype == np.float32
         np.testing.assert_array_equal(clip.samples, direct.samples)

@@ -6,44 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from evalkit import plugins
-from evalkit.errors import StageFailed
-from evalkit.types import SynthesisRequest
 from test_e2e import run_in_process
 
-PLUGIN = Path(__file__).resolve().parent / "plugins" / "tiny_tts"
-
-
-@pytest.fixture(scope="session")
-def tiny_tts(tmp_path_factory):
-    """The test plugin, as scripts/setup.sh installs it. Without that (a venv set up some other way), it is
-    installed for this session only: into a folder under tmp, on sys.path here and on PYTHONPATH for the
-    fresh processes, never into the venv."""
-    with pytest.MonkeyPatch.context() as mp:
-        if plugins.registered(plugins.ADAPTERS).get("tiny-tts", ("",))[0] != "tiny_tts:TinyTTS":
-            source = shutil.copytree(PLUGIN, tmp_path_factory.mktemp("tiny-tts-src") / "tiny_tts")  # builds there
-            site = tmp_path_factory.mktemp("tiny-tts-site")
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                            "--no-build-isolation", "--no-index", "--target", str(site), str(source)],
-                           check=True, capture_output=True)
-            mp.syspath_prepend(str(site))  # also invalidates the import caches
-            mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-        import tiny_tts
-
-        found = plugins.registered(plugins.ADAPTERS)
-        assert {"torch", "torchscript", "tiny-tts"} <= set(found), f"adapters not registered: {sorted(found)}"
-        assert found["tiny-tts"][0] == "tiny_tts:TinyTTS"
-        yield tiny_tts
+from evalkit.errors import StageFailed
+from evalkit.types import SynthesisRequest
 
 
 @pytest.fixture(scope="session")

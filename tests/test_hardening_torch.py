@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from test_adapter_torch import one_line, read_run, sha256, tiny_tts  # noqa: F401  (tiny_tts is a fixture)
+from test_adapter_torch import one_line, read_run, sha256
 
 OPT_IN = ("EVALKIT_TRUST_CHECKPOINTS=1", "trust: true")
 ZEN = ("The Zen of Python", "Beautiful is better than ugly")

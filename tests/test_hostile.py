@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from test_hardening import finished_ids, wait_for_rows
 
 # No reference audio in en-base: `stoi` is then skipped with a note on every utterance, so these

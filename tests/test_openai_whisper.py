@@ -94,7 +94,7 @@ def test_checkpoint_is_exactly_openai_whisper_base(ow, conversions, tmp_path):
 @pytest.mark.slow
 def test_transcripts_match_faster_whisper(ow_texts, asr, clips):
     fw_texts = [t.text for t in asr.transcribe(clips, "en")]
-    differing = [(a, b) for a, b in zip(ow_texts, fw_texts) if a != b]
+    differing = [(a, b) for a, b in zip(ow_texts, fw_texts, strict=True) if a != b]
     assert len(differing) <= 1, differing
     assert jiwer.cer(fw_texts, ow_texts) < 0.02
     assert jiwer.cer(SENTENCES, ow_texts) < 0.05  # and both actually heard the sentences

@@ -24,9 +24,10 @@ from ..protocols import TTSAdapter
 DEFAULT_PRIORITY = 50
 
 
-def ordered() -> list[tuple[str, type, str]]:
-    """(name, class, distribution) of every installed adapter, in resolution order."""
-    found = plugins.load_all(plugins.ADAPTERS)
+def ordered(unmet_too: bool = False) -> list[tuple[str, plugins.PluginClass, str]]:
+    """(name, class, distribution) of every installed adapter, in resolution order; with
+    `unmet_too`, also those whose pip extra is not installed."""
+    found = plugins.load_all(plugins.ADAPTERS, unmet_too=unmet_too)
     return sorted(found, key=lambda t: (getattr(t[1], "priority", DEFAULT_PRIORITY), t[0]))
 
 
@@ -35,11 +36,18 @@ def resolve(model: str, adapter: str | None = None, device: str = "cpu") -> TTSA
         cls = plugins.load(plugins.ADAPTERS, adapter)
         return cls(model, device)
     tried = []
-    for name, cls, _dist in ordered():
+    missing = plugins.unavailable(plugins.ADAPTERS)
+    for name, cls, _dist in ordered(unmet_too=True):
+        # An adapter whose extra is missing is still asked (claims() needs no heavy import): the
+        # model it would have loaded gets the line naming the extra, not "no adapter loads".
         if cls.claims(model):
+            if name in missing:
+                raise missing[name]
             return cls(model, device)
-        tried.append(name)
+        if name not in missing:
+            tried.append(name)
     if ":" not in model and not Path(model).exists():
-        raise EvalkitError(f"model not found: {model} (no such file, and no adapter claims it; tried {', '.join(tried)})")
+        raise EvalkitError(f"model not found: {model} (no such file, and no adapter claims it; "
+                           f"tried {', '.join(tried)})")
     raise EvalkitError(f"no adapter loads {model!r} (tried, in order: {', '.join(tried)}); "
                        "pass --adapter NAME|pkg.mod:Name")

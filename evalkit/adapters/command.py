@@ -27,8 +27,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..audio import duration_cap, read_wav
 from ..cache import sha256_file
@@ -68,7 +68,7 @@ class CommandAdapter:
             raise EvalkitError("empty command: give MODEL as cmd:PROGRAM ARGS... with {out} where the wav goes")
         unknown = sorted({m for a in argv for m in PLACEHOLDER.findall(a)} - set(FIELDS))
         if unknown:
-            known = ", ".join("{%s}" % f for f in FIELDS)
+            known = ", ".join(f"{{{f}}}" for f in FIELDS)
             raise EvalkitError(f"unknown placeholder {{{unknown[0]}}} in command (known: {known})")
         if not any("{out}" in a for a in argv):
             raise EvalkitError("command template has no {out}: the program must write its wav to {out}")
@@ -100,7 +100,8 @@ class CommandAdapter:
             # One regex pass: a value containing "{out}" is never substituted again.
             new = PLACEHOLDER.sub(lambda m: values[m.group(1)], arg)
             if new.startswith("-") and not arg.startswith("-") and i < self._options_end:
-                raise ValueError(f"argument {new[:40]!r} would be read as an option: put -- before {arg} in the template")
+                raise ValueError(f"argument {new[:40]!r} would be read as an option: put -- before {arg} "
+                                 "in the template")
             out.append(new)
         return out
 

@@ -10,8 +10,8 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..audio import duration_cap, read_wav
 from ..errors import EvalkitError
@@ -33,9 +33,10 @@ class EspeakAdapter:
 
     def __init__(self, model: str, device: str = "cpu") -> None:
         self.voice = model[len(PREFIX):] if model.startswith(PREFIX) else model
-        self.binary = shutil.which("espeak-ng")
-        if self.binary is None:
+        binary = shutil.which("espeak-ng")
+        if binary is None:
             raise EvalkitError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+        self.binary = binary
         probe = subprocess.run([self.binary, "-v", self.voice, "-q", "a"], capture_output=True, text=True)
         if probe.returncode != 0 or "does not exist" in probe.stderr:
             raise EvalkitError(f"espeak-ng has no voice {self.voice!r} (list them with: espeak-ng --voices)")

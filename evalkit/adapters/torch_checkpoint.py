@@ -27,8 +27,9 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def _weights_only_reason(exc: BaseException) -> str:
     return f"UnpicklingError: {found.group(1).strip()[:160]}" if found else first_line(exc, 160, typed=True)
 
 
-def _user_class(ref: str | type, path: Path, source: str, trusted: bool) -> tuple[type, str, str]:
+def _user_class(ref: str | type, path: Path, source: str, trusted: bool) -> tuple[type[Any], str, str]:
     """(class, target "pkg.mod:Name", version of the package that provides it). A name read from
     the checkpoint or its sidecar is checked before anything is imported: an untrusted file may
     name only an installed entry point, because importing a module runs its code."""
@@ -411,7 +412,10 @@ class TorchTTS:
         # `--adapter my-tts ckpt.pt` builds every adapter as Adapter(model_path, device): route
         # that through the checkpoint loader, so a bare state dict works with this class too.
         if args and isinstance(args[0], (str, os.PathLike)):
-            return TorchCheckpointAdapter(os.fspath(args[0]), *args[1:], adapter=cls, **kwargs)
+            if len(args) > 2 or set(kwargs) - {"device"}:
+                raise TypeError(f"{cls.__qualname__}(path, device) takes a checkpoint path and a device only")
+            device = args[1] if len(args) > 1 else kwargs.get("device", "cpu")
+            return TorchCheckpointAdapter(os.fspath(args[0]), device, adapter=cls)
         return super().__new__(cls)
 
     def __init__(self, model: Any = None, device: str = "cpu", sample_rate: int | None = None) -> None:
@@ -425,7 +429,7 @@ class TorchTTS:
         return False  # the "torch" adapter claims checkpoints that name this class
 
     @classmethod
-    def from_checkpoint(cls, state: Any, config: dict, device: str) -> "TorchTTS":
+    def from_checkpoint(cls, state: Any, config: dict, device: str) -> TorchTTS:
         raise NotImplementedError(f"{cls.__qualname__} must define from_checkpoint(state, config, device)")
 
     def synthesize_one(self, text: str, speaker: str | None, seed: int) -> Any:

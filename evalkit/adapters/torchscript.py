@@ -16,12 +16,12 @@ tensors and their output lengths fixed, which does not fit text of any length.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+from ..cache import sha256_file
 from ..errors import EvalkitError, whole
 from ..types import Audio, SynthesisRequest
-from ..cache import sha256_file
 from .torch_checkpoint import _device, archive_kind, as_audio
 
 SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".pt2")
@@ -58,7 +58,8 @@ class TorchScriptAdapter:
         extra = {"sample_rate": ""}
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still the format people ship
+                # torch.jit is deprecated, and still the format people ship.
+                warnings.simplefilter("ignore", DeprecationWarning)
                 self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
         except Exception as exc:  # a damaged archive raises RuntimeError, ValueError, ...
             # The whole message: TorchScript's first line ("undefined value y:") says little

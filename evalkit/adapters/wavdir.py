@@ -12,14 +12,14 @@ different model even under the same folder name. To score a finished evalkit run
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..audio import duration_cap, read_wav
 from ..cache import sha256_file
-from ..untrusted import inside
 from ..errors import EvalkitError
 from ..types import Audio, SynthesisRequest
+from ..untrusted import inside
 
 PREFIX = "wavdir:"
 

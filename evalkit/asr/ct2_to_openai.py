@@ -116,13 +116,13 @@ def state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, int], dict]:
         prefix = f"{side}.blocks.{layer}."
         suffix = _PARAM[param]
         if module == "self_attention/linear_0":  # q, k, v stacked along rows
-            for part, chunk in zip(("query", "key", "value"), np.split(arr, 3, axis=0)):
+            for part, chunk in zip(("query", "key", "value"), np.split(arr, 3, axis=0), strict=True):
                 # openai's key has no bias; CT2's is zero, and a key bias would shift all of a
                 # query's scores equally, which softmax ignores anyway.
                 if not (part == "key" and suffix == "bias"):
                     out[f"{prefix}attn.{part}.{suffix}"] = chunk
         elif module == "attention/linear_1":  # cross-attention k, v stacked
-            for part, chunk in zip(("key", "value"), np.split(arr, 2, axis=0)):
+            for part, chunk in zip(("key", "value"), np.split(arr, 2, axis=0), strict=True):
                 if not (part == "key" and suffix == "bias"):
                     out[f"{prefix}cross_attn.{part}.{suffix}"] = chunk
         elif module in _ATTN:
