@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from .errors import first_line
 from .protocols import Metric
@@ -19,7 +20,8 @@ def one_each(fn: Callable[[list[T]], Sequence[R]]) -> Callable[[list[T]], Sequen
     def call(items: list[T]) -> Sequence[R]:
         result = fn(items)
         if len(result) != len(items):
-            raise RuntimeError(f"{getattr(fn, '__qualname__', fn)} returned {len(result)} results for {len(items)} inputs")
+            name = getattr(fn, "__qualname__", fn)
+            raise RuntimeError(f"{name} returned {len(result)} results for {len(items)} inputs")
         return result
     return call
 

@@ -20,10 +20,10 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
-from typing import Sequence
 
 from . import allocator
 from .isolation import compute_scores, one_line
@@ -55,7 +55,8 @@ def default_workers() -> int:
 
 
 def pooled(metrics: Sequence[Metric]) -> list[Metric]:
-    return [m for m in metrics if getattr(m, "process_safe", False) and not m.needs_transcript]
+    """The metrics that score in the pool: process-safe ones that need no transcript."""
+    return [m for m in metrics if m.process_safe and not m.needs_transcript]
 
 
 class MetricPool:

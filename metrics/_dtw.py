@@ -36,13 +36,16 @@ Parameters (and why)
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from evalkit.audio import SILENCE_PEAK
-from evalkit.types import ScoringItem
+from evalkit.protocols import Metric
+from evalkit.types import Score, ScoringItem
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -60,6 +63,13 @@ F0_FLOOR, F0_CEIL = 60.0, 500.0
 PYIN_FRAME = 1024  # 64 ms: at least two periods of the 60 Hz floor at 16 kHz
 PYIN_RESOLUTION = 0.2  # semitones; 0.1 is 5x slower (pyin's Viterbi is quadratic in bins)
 F0_METHODS = ("pyin", "dio", "harvest")
+DTW_METHODS = ("exact", "fast")
+
+
+def check_dtw(dtw: str) -> None:
+    """Refuse a DTW method at construction, not on every clip scored with it."""
+    if dtw not in DTW_METHODS:
+        raise ValueError(f"dtw must be one of {DTW_METHODS}, got {dtw!r}")
 
 
 class Alignment(NamedTuple):
@@ -71,6 +81,27 @@ class Alignment(NamedTuple):
     @property
     def normalized(self) -> float:
         return self.total / (self.n + self.m)
+
+
+class ReferenceComparison(Metric):
+    """A metric of the output against its reference clip, both checked and trimmed (`prepare`):
+    a pair that cannot be compared gets NaN for every key with the reason, else `compare`."""
+
+    needs_reference = True
+    process_safe = True  # scores in the metric worker pool (evalkit.workers)
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        return [self._one(item) for item in items]
+
+    def _one(self, item: ScoringItem) -> Score:
+        clips = prepare(item, self.sample_rate)
+        if isinstance(clips, str):
+            return Score(dict.fromkeys(self.higher_is_better, math.nan), f"{self.name}: {clips}")
+        return self.compare(*clips)
+
+    def compare(self, ref: np.ndarray, out: np.ndarray) -> Score:
+        """The values for one prepared (reference, output) pair, both float64 at `sample_rate`."""
+        raise NotImplementedError
 
 
 def prepare(item: ScoringItem, sample_rate: int) -> tuple[np.ndarray, np.ndarray] | str:
@@ -132,7 +163,7 @@ def track_f0(x: np.ndarray, sample_rate: int, method: str = "pyin",
     raise ValueError(f"f0_method must be one of {F0_METHODS}, got {method!r}")
 
 
-_MEL_ALIGNMENTS: "OrderedDict[tuple, Alignment]" = OrderedDict()
+_MEL_ALIGNMENTS: OrderedDict[tuple, Alignment] = OrderedDict()
 _MEL_ALIGNMENTS_KEPT = 32
 
 
@@ -164,4 +195,4 @@ def align(ref: np.ndarray, out: np.ndarray, method: str = "exact", radius: int =
 
         total, path = fastdtw(ref, out, radius=radius, dist=2)
         return Alignment(float(total), np.asarray(path, dtype=np.int64), n, m)
-    raise ValueError(f"dtw must be 'exact' or 'fast', got {method!r}")
+    raise ValueError(f"dtw must be one of {DTW_METHODS}, got {method!r}")

@@ -45,54 +45,44 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
-from evalkit.types import Score, ScoringItem
+from evalkit.types import Score
 
-from ._dtw import F0_FLOOR, SAMPLE_RATE, align, mel_alignment, prepare, track_f0
+from ._dtw import F0_FLOOR, SAMPLE_RATE, ReferenceComparison, align, check_dtw, mel_alignment, track_f0
 
 ORDER_ALPHA = {16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53), 48000: (39, 0.55)}
 MCD_FRAME_PERIOD_MS = 5.0  # WORLD default; at 10 ms DTW matches transitions worse: +0.6 dB on a rate change
 MCD_DB = 10.0 / math.log(10.0) * math.sqrt(2.0)  # MCD_DB * ||d|| == 10/ln10 * sqrt(2 * sum d^2)
 
 
-class MelDTW:
+class MelDTW(ReferenceComparison):
     name = "mel_dtw"
     version = "1"
     sample_rate = SAMPLE_RATE
-    needs_transcript = False
-    needs_reference = True
-    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"mel_dtw": False, "duration_ratio": None}  # None: no direction (1.0 is ideal)
+    headline = "mel_dtw"
 
     def __init__(self, dtw: str = "exact", radius: int = 10) -> None:
+        check_dtw(dtw)
         self.dtw, self.radius = dtw, radius
         self.options = {"dtw": dtw, "radius": radius}
 
-    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
-        return [self._one(item) for item in items]
-
-    def _one(self, item: ScoringItem) -> Score:
-        clips = prepare(item, self.sample_rate)
-        if isinstance(clips, str):
-            return Score(dict.fromkeys(self.higher_is_better, math.nan), f"{self.name}: {clips}")
-        ref, out = clips
+    def compare(self, ref: np.ndarray, out: np.ndarray) -> Score:
         a = mel_alignment(ref, out, self.sample_rate, self.dtw, self.radius)
         return Score({"mel_dtw": a.normalized, "duration_ratio": len(out) / len(ref)})
 
 
-class MCD:
+class MCD(ReferenceComparison):
     name = "mcd"
     version = "1"
     sample_rate = SAMPLE_RATE
-    needs_transcript = False
-    needs_reference = True
-    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"mcd": False}
+    headline = "mcd"
 
     def __init__(self, dtw: str = "exact", radius: int = 10, sample_rate: int = SAMPLE_RATE) -> None:
+        check_dtw(dtw)
         if sample_rate not in ORDER_ALPHA:
             raise ValueError(f"no mel-cepstrum order/alpha for {sample_rate} Hz (known: {sorted(ORDER_ALPHA)})")
         self.dtw, self.radius, self.sample_rate = dtw, radius, sample_rate
@@ -100,14 +90,8 @@ class MCD:
         self.options = {"dtw": dtw, "radius": radius, "order": self.order, "alpha": self.alpha,
                         "frame_period_ms": MCD_FRAME_PERIOD_MS}
 
-    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
-        return [self._one(item) for item in items]
-
-    def _one(self, item: ScoringItem) -> Score:
-        clips = prepare(item, self.sample_rate)
-        if isinstance(clips, str):
-            return Score({"mcd": math.nan}, f"{self.name}: {clips}")
-        ref, out = (world_mcep(x, self.sample_rate, self.order, self.alpha)[:, 1:] for x in clips)
+    def compare(self, ref: np.ndarray, out: np.ndarray) -> Score:
+        ref, out = (world_mcep(x, self.sample_rate, self.order, self.alpha)[:, 1:] for x in (ref, out))
         a = align(ref, out, self.dtw, self.radius)
         return Score({"mcd": MCD_DB * a.total / len(a.path)})
 

@@ -23,22 +23,22 @@ an empty transcript -> 1 (every character deleted); one substituted syllable of 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jiwer
 
+from evalkit.protocols import Metric
 from evalkit.textnorm import cer_form
 from evalkit.types import Score, ScoringItem
 
 FAILED_TO_SPEAK_CER = 0.5
 
 
-class Intelligibility:
+class Intelligibility(Metric):
     name = "intelligibility"
     version = "2"
     sample_rate = 16000  # unused: the metric reads text only
     needs_transcript = True
-    needs_reference = False
     higher_is_better = {
         "cer": False, "cer_clipped": False, "wer": False, "runaway": False, "failed_to_speak": False,
         "char_sub": False, "char_del": False, "char_ins": False, "char_ref_len": True,
@@ -51,6 +51,8 @@ class Intelligibility:
         "cer": (("char_sub", "char_del", "char_ins"), "char_ref_len"),
         "wer": (("word_sub", "word_del", "word_ins"), "word_ref_len"),
     }
+    alignments = ("cer_alignment",)  # the reference with the edits inline (see the card)
+    headline = "cer"
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         return [self._one(item) for item in items]

@@ -31,43 +31,39 @@ note; missing reference, silence, clips under 0.1 s -> all NaN with a note.
 
 from __future__ import annotations
 
+import importlib.util
 import math
-from typing import Sequence
 
 import numpy as np
 
-from evalkit.types import Score, ScoringItem
+from evalkit.errors import MissingExtra
+from evalkit.types import Score
 
-from ._dtw import F0_METHODS, SAMPLE_RATE, mel_alignment, prepare, track_f0
+from ._dtw import F0_METHODS, SAMPLE_RATE, ReferenceComparison, check_dtw, mel_alignment, track_f0
 
 MIN_VOICED = 20
 CENTS_PER_NEPER = 1200.0 / math.log(2.0)
 
 
-class F0:
+class F0(ReferenceComparison):
     name = "f0"
     version = "1"
     sample_rate = SAMPLE_RATE
-    needs_transcript = False
-    needs_reference = True
-    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"f0_corr": True, "f0_rmse_cents": False, "vuv_error": False}
+    headline = "f0_corr"
 
     def __init__(self, f0_method: str = "pyin", dtw: str = "exact", radius: int = 10,
                  min_voiced: int = MIN_VOICED) -> None:
         if f0_method not in F0_METHODS:
             raise ValueError(f"f0_method must be one of {F0_METHODS}, got {f0_method!r}")
+        if f0_method != "pyin" and importlib.util.find_spec("pyworld") is None:
+            # Known now, not as a failure on every utterance (pyin needs only librosa, in the core).
+            raise MissingExtra("pyworld", "signal")
+        check_dtw(dtw)
         self.f0_method, self.dtw, self.radius, self.min_voiced = f0_method, dtw, radius, min_voiced
         self.options = {"f0_method": f0_method, "dtw": dtw, "radius": radius, "min_voiced": min_voiced}
 
-    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
-        return [self._one(item) for item in items]
-
-    def _one(self, item: ScoringItem) -> Score:
-        clips = prepare(item, self.sample_rate)
-        if isinstance(clips, str):
-            return Score(dict.fromkeys(self.higher_is_better, math.nan), f"{self.name}: {clips}")
-        ref, out = clips
+    def compare(self, ref: np.ndarray, out: np.ndarray) -> Score:
         a = mel_alignment(ref, out, self.sample_rate, self.dtw, self.radius)
         f_ref = _fit(track_f0(ref, self.sample_rate, self.f0_method), a.n)[a.path[:, 0]]
         f_out = _fit(track_f0(out, self.sample_rate, self.f0_method), a.m)[a.path[:, 1]]

@@ -18,23 +18,23 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from evalkit.protocols import Metric
 from evalkit.types import Score, ScoringItem
 
 MIN_SECONDS = 0.25
 
 
-class DNSMOS:
+class DNSMOS(Metric):
     name = "dnsmos"
     version = "2"
     sample_rate = 16000
-    needs_transcript = False
-    needs_reference = False
     process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_ovrl": True, "dnsmos_p808": True}
+    headline = "dnsmos_ovrl"
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         from speechmos import dnsmos  # loads onnxruntime sessions on first use
@@ -83,6 +83,36 @@ def _pinned_sessions(module) -> None:
 MAX_DURATION_MISMATCH = 0.05
 
 
+class _TimeAligned(Metric):
+    """A metric of the output against a time-aligned reference (`_aligned_pair`): `compute(ref,
+    out)` gives the one value `key`; a pair that cannot be compared, or that the library refuses
+    with one of the `refusals()`, gets NaN with the reason."""
+
+    key: str
+    needs_reference = True
+    process_safe = True  # scores in the metric worker pool (evalkit.workers)
+
+    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+        out = []
+        for item in items:
+            pair = _aligned_pair(item, self.name)
+            if isinstance(pair, str):
+                out.append(Score({self.key: math.nan}, pair))
+                continue
+            try:
+                out.append(Score({self.key: float(self.compute(*pair))}))
+            except self.refusals() as exc:
+                out.append(Score({self.key: math.nan}, f"{self.name}: {type(exc).__name__}: {str(exc)[:80]}"))
+        return out
+
+    def compute(self, ref: np.ndarray, out: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def refusals(self) -> tuple[type[BaseException], ...]:
+        """What the library raises for a pair it cannot score (not an evalkit bug)."""
+        return ()
+
+
 def _aligned_pair(item: ScoringItem, metric: str) -> tuple[np.ndarray, np.ndarray] | str:
     """(reference, output) cut to a common length, or the reason they cannot be compared."""
     if item.reference_audio is None:
@@ -97,7 +127,7 @@ def _aligned_pair(item: ScoringItem, metric: str) -> tuple[np.ndarray, np.ndarra
     return ref[:n].astype(np.float64), out[:n].astype(np.float64)
 
 
-class PESQ:
+class PESQ(_TimeAligned):
     """Wideband PESQ (ITU-T P.862.2) of the output against a time-aligned reference.
 
     Metric card
@@ -113,28 +143,21 @@ class PESQ:
     name = "pesq"
     version = "1"
     sample_rate = 16000
-    needs_transcript = False
-    needs_reference = True
-    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"pesq_wb": True}
+    headline = key = "pesq_wb"
 
-    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
-        from pesq import PesqError, pesq
+    def refusals(self) -> tuple[type[BaseException], ...]:
+        from pesq import PesqError
 
-        out = []
-        for item in items:
-            pair = _aligned_pair(item, "pesq")
-            if isinstance(pair, str):
-                out.append(Score({"pesq_wb": math.nan}, pair))
-                continue
-            try:
-                out.append(Score({"pesq_wb": float(pesq(self.sample_rate, pair[0], pair[1], "wb"))}))
-            except (PesqError, ValueError) as exc:  # silence surfaces as ValueError from the C layer
-                out.append(Score({"pesq_wb": math.nan}, f"pesq: {type(exc).__name__}: {str(exc)[:80]}"))
-        return out
+        return PesqError, ValueError  # silence surfaces as ValueError from the C layer
+
+    def compute(self, ref: np.ndarray, out: np.ndarray) -> float:
+        from pesq import pesq
+
+        return pesq(self.sample_rate, ref, out, "wb")
 
 
-class STOI:
+class STOI(_TimeAligned):
     """Short-time objective intelligibility of the output against a time-aligned reference.
 
     Metric card
@@ -148,19 +171,10 @@ class STOI:
     name = "stoi"
     version = "1"
     sample_rate = 16000
-    needs_transcript = False
-    needs_reference = True
-    process_safe = True  # scores in the metric worker pool (evalkit.workers)
     higher_is_better = {"stoi": True}
+    headline = key = "stoi"
 
-    def score(self, items: Sequence[ScoringItem]) -> list[Score]:
+    def compute(self, ref: np.ndarray, out: np.ndarray) -> float:
         from pystoi import stoi
 
-        out = []
-        for item in items:
-            pair = _aligned_pair(item, "stoi")
-            if isinstance(pair, str):
-                out.append(Score({"stoi": math.nan}, pair))
-            else:
-                out.append(Score({"stoi": float(stoi(pair[0], pair[1], self.sample_rate, extended=False))}))
-        return out
+        return stoi(ref, out, self.sample_rate, extended=False)

@@ -5,19 +5,21 @@ Metric card
   shipped inside the package) of the output and the reference, in [-1, 1]; resemblyzer's own
   preprocessing (volume normalization, webrtcvad silence trimming) is applied to both.
 Direction: higher is better. Needs: reference audio (the same utterance by the target speaker),
-or else the speaker's prompt clip from the suite header (`speakers:`; any clip of the speaker). Known answers: identical clip -> 1.0; the same voice on another
-sentence scores above a different voice on the same sentence. Clips with under 0.5 s of
-speech after trimming: NaN with a note.
+or else the speaker's prompt clip from the suite header (`speakers:`; any clip of the speaker).
+Known answers: identical clip -> 1.0; the same voice on another sentence scores above a
+different voice on the same sentence. Clips with under 0.5 s of speech after trimming: NaN
+with a note.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
+from evalkit.protocols import Metric
 from evalkit.types import Score, ScoringItem
 
 MIN_SPEECH_SECONDS = 0.5
@@ -30,15 +32,15 @@ def _encoder():
     return VoiceEncoder(device="cpu", verbose=False)
 
 
-class SpeakerSimilarity:
+class SpeakerSimilarity(Metric):
     name = "spk_sim"
     version = "1"
     sample_rate = 16000
-    needs_transcript = False
     needs_reference = True
     process_safe = True  # scores in the metric worker pool (evalkit.workers)
     accepts_speaker_prompt = True  # any clip of the target speaker will do, not only this sentence
     higher_is_better = {"spk_sim": True}
+    headline = "spk_sim"
 
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         out = []

@@ -4,8 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from fakes import Tones
 
-from evalkit import pipeline
+from evalkit import pipeline, schedule, stages
+from evalkit.errors import EvalkitError
+from evalkit.protocols import Metric
 from evalkit.types import Audio, Row, Score, Suite, Utterance
 from evalkit_metrics.intelligibility import Intelligibility
 
@@ -24,7 +27,7 @@ class Flaky:
             raise RuntimeError("model crashed on this sentence")
         out = self.inner.synthesize(requests)
         return [Audio(np.full(1000, np.nan, np.float32), a.sample_rate) if r.text == "Give me NaN." else a
-                for r, a in zip(requests, out)]
+                for r, a in zip(requests, out, strict=True)]
 
 
 @pytest.mark.slow
@@ -82,18 +85,10 @@ def test_known_answers_on_real_audio(tmp_path, piper, asr):
     dropped = rows["dropped"].values
     assert (dropped["word_sub"], dropped["word_del"], dropped["word_ins"]) == (0, 1, 0)
     assert dropped["wer"] == pytest.approx(1 / len(full.split()))
-    assert dropped["char_del"] == 4 and dropped["cer"] == pytest.approx(4 / len("the old man sat on the red bench in the park"))
+    normalized = "the old man sat on the red bench in the park"
+    assert dropped["char_del"] == 4 and dropped["cer"] == pytest.approx(4 / len(normalized))
 
 
-class Tones:
-    """A 0.5 s tone per sentence, its amplitude set by the text's length: different sentences, different peaks."""
-
-    name = "tones"
-    batch_size = 4
-
-    def synthesize(self, requests):
-        t = np.arange(8000, dtype=np.float32) / 16000
-        return [Audio((0.01 * len(r.text) * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000) for r in requests]
 
 
 class Peak:
@@ -134,4 +129,59 @@ def test_a_metric_version_bump_rescores_instead_of_reusing_the_cache(tmp_path, m
     monkeypatch.setattr(Peak, "version", "2")
     bumped, m3 = run(3)
     assert m3._scored == 2 and (bumped.counts.scores_computed, bumped.counts.scores_cached) == (2, 0)
-    assert {r.utterance_id: r.values["peak"] for r in bumped.rows} == pytest.approx({k: 2 * v for k, v in peaks.items()})
+    doubled = {k: 2 * v for k, v in peaks.items()}
+    assert {r.utterance_id: r.values["peak"] for r in bumped.rows} == pytest.approx(doubled)
+
+
+class Length(Metric):
+    """Process-safe, counting its calls: where and when it scores is visible."""
+
+    name = "length"
+    version = "1"
+    sample_rate = 16000
+    process_safe = True
+    higher_is_better = {"length": None}
+
+    def __init__(self):
+        self._calls = 0
+
+    def score(self, items):
+        self._calls += len(items)
+        return [Score({"length": float(len(i.audio.samples))}) for i in items]
+
+
+def _states(*seconds: float) -> list[stages.State]:
+    return [stages.State(Utterance(f"u{i}", "x"), audio=Audio(np.full(int(16000 * s), 0.1, np.float32), 16000))
+            for i, s in enumerate(seconds)]
+
+
+def test_pooled_work_is_planned_then_started_explicitly(tmp_path, monkeypatch):
+    """Planning applies the cache and scores nothing; `start` without a pool scores here; `finish`
+    applies. A second plan of the same clips finds everything cached and has nothing to start."""
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    metric, counts, states = Length(), stages.Counts(), _states(0.5, 0.25)
+    work = schedule.PooledScoring.plan(states, [metric], "en", counts)
+    assert metric._calls == 0 and not any("length" in s.values for s in states)
+    work.start(None)
+    assert metric._calls == 2 and not work.in_flight
+    work.finish(counts)
+    assert [s.values["length"] for s in states] == [8000.0, 4000.0] and counts.scores_computed == 2
+    again = _states(0.5, 0.25)
+    cached = schedule.PooledScoring.plan(again, [metric], "en", counts)
+    assert (cached.work, cached.jobs) == ([], []) and counts.scores_cached == 2
+    assert [s.values["length"] for s in again] == [8000.0, 4000.0]
+
+
+def test_release_drops_the_clips_and_keeps_the_row():
+    (s,) = _states(0.5)
+    s.reference = Audio(np.full(8000, 0.2, np.float32), 16000)
+    s.audio_at(8000), s.clip_at("reference", 8000)
+    row, digest = s.row(), s.digest("audio")
+    s.release()
+    assert (s.clip("audio"), s.clip("reference"), s.clip("prompt")) == (None, None, None)
+    assert s.row() == row and s.digest("audio") == digest
+
+
+def test_a_recorded_row_without_failure_or_audio_is_refused_by_name(tmp_path):
+    with pytest.raises(EvalkitError, match="utterance 'u1' has no failure and no audio"):
+        pipeline.recorded_audio(tmp_path, Row("u1", "x", ()))

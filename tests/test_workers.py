@@ -66,7 +66,7 @@ def test_every_pooled_metric_gives_exactly_the_in_process_values(items):
     for m, a, b in zip(metrics, here, there, strict=True):
         assert all(same(x, y) for x, y in zip(a, b, strict=True)), (m.name, a, b)
     # and the values are real ones, not NaN on both sides
-    by_name = {m.name: scores for m, scores in zip(metrics, here)}
+    by_name = {m.name: scores for m, scores in zip(metrics, here, strict=True)}
     assert 1 < by_name["dnsmos"][0].values["dnsmos_ovrl"] < 5
     assert by_name["stoi"][1].values["stoi"] > 0.9  # the clip against itself with faint noise
     assert by_name["mel_dtw"][0].values["mel_dtw"] > 0
@@ -96,8 +96,7 @@ def test_whisper_thread_count_never_changes_a_transcript(items):
 
     texts = {}
     for threads in (1, 2):
-        asr = FasterWhisperASR("base")
-        asr.threads = threads
+        asr = FasterWhisperASR("base", threads=threads)
         texts[threads] = [t.text for t in asr.transcribe([i.audio for i in items], "en")]
     assert texts[1] == texts[2]
     assert "bench" in texts[1][0].lower()

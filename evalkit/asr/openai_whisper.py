@@ -17,15 +17,15 @@ through `whisper.transcribe` itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from . import ct2_to_openai
 from ..cache import cache_dir, sha256_file
 from ..errors import EvalkitError
 from ..types import Audio, Transcript
+from . import ct2_to_openai
 from .faster_whisper import bundled_base, ct2_model_sha256
 
 # Keyword arguments of whisper.transcribe; the first four only steer its fallback/skip logic.
@@ -44,7 +44,10 @@ _TRANSCRIBE_ONLY = ("compression_ratio_threshold", "logprob_threshold", "no_spee
                     "condition_on_previous_text")
 SAMPLE_RATE = 16000
 ENCODER_BATCH = 4  # on 2 CPU cores, gains flatten out beyond 3-4 clips per encoder call
-INSTALL_HINT = "pip install --no-deps openai-whisper==20250625 (plus more-itertools numba tiktoken tqdm)"
+# The extra brings what openai-whisper uses; the package itself goes in without its declared
+# dependencies, which name triton (about 1 GB, useless on CPU).
+INSTALL_HINT = ("pip install 'evalkit-tts[openai-whisper]' && pip install --no-deps openai-whisper==20250625 "
+                "(it declares triton)")
 
 
 def whisper_cache() -> Path:
@@ -172,7 +175,7 @@ class OpenAIWhisperASR:
             chunk = windows[start:start + self.encoder_batch]
             with torch.no_grad():
                 features = self.model.embed_audio(torch.stack([m for _, m in chunk]).to(self.model.device).to(dtype))
-            for (i, _), f in zip(chunk, features):
+            for (i, _), f in zip(chunk, features, strict=True):
                 tokens = whisper.decode(self.model, f[None], options)[0].tokens
                 texts[i] = _text(tokenizer, tokens)
         return [Transcript(text=t, language=language) for t in texts]
