@@ -1,7 +1,7 @@
 """Paired comparison of two runs over the utterances both scored.
 
-Statistics, per metric value key (the keys each metric declares with a direction in
-summary["metrics"][name]["higher_is_better"]: True (higher is better), False (lower is better) or
+Statistics, per metric value key (the keys each metric declares with a direction in the run
+record, RunRecord.metrics[name].higher_is_better: True (higher is better), False (lower is better) or
 None (no direction: e.g. duration_ratio, where 1.0 is ideal and both ways are wrong); per-utterance
 counts such as char_sub are left out: they are the ingredients of rates, not qualities):
 - delta = mean(candidate - baseline) over utterances where both values are finite;
@@ -32,6 +32,9 @@ from typing import Protocol
 
 import numpy as np
 
+from .record import RunRecord
+from .types import Row
+
 RESAMPLES = 2000
 SEED = 0
 CONFIDENCE = 0.95
@@ -39,8 +42,8 @@ _INDEX_BUDGET = 2_000_000  # bootstrap indices drawn per block, so memory stays 
 
 
 class RunLike(Protocol):
-    summary: dict
-    rows: list[dict]
+    summary: RunRecord
+    rows: list[Row]
     source: str
 
 
@@ -157,62 +160,40 @@ def wilcoxon_p(candidate, baseline) -> float:
         return float(wilcoxon(c, b).pvalue)
 
 
-def incomparability(candidate: dict, baseline: dict) -> list[str]:
+def incomparability(candidate: RunRecord, baseline: RunRecord) -> list[str]:
     """Why the numbers of two runs (their summaries) cannot be set side by side; empty if they can."""
     reasons = []
-    cs, bs = candidate.get("suite") or {}, baseline.get("suite") or {}
-    if cs.get("digest") != bs.get("digest"):
-        reasons.append(f"suite digests differ ({cs.get('name')} {str(cs.get('digest'))[:12]} vs "
-                       f"{bs.get('name')} {str(bs.get('digest'))[:12]}): not the same sentences")
-    ct, bt = candidate.get("tags") or {}, baseline.get("tags") or {}
+    cs, bs = candidate.suite, baseline.suite
+    if cs.digest != bs.digest:
+        reasons.append(f"suite digests differ ({cs.name} {cs.digest[:12]} vs {bs.name} {bs.digest[:12]}): "
+                       "not the same sentences")
+    ct, bt = candidate.tags, baseline.tags
     ca, ba = ct.get("evalkit.asr_settings_digest", ""), bt.get("evalkit.asr_settings_digest", "")
     if ca and ba and ca != ba:
-        reasons.append(f"ASR settings differ ({ct.get('evalkit.asr_model')} {ca} vs {bt.get('evalkit.asr_model')} {ba}): "
-                       "a different ASR model or decoding changes CER on every utterance")
+        reasons.append(f"ASR settings differ ({ct.get('evalkit.asr_model')} {ca} vs {bt.get('evalkit.asr_model')} "
+                       f"{ba}): a different ASR model or decoding changes CER on every utterance")
     cn, bn = ct.get("evalkit.textnorm_version"), bt.get("evalkit.textnorm_version")
     if cn != bn:
         reasons.append(f"text normalizer versions differ ({cn} vs {bn})")
-    cm, bm = candidate.get("metrics") or {}, baseline.get("metrics") or {}
+    cm, bm = candidate.metrics, baseline.metrics
     for name in sorted(set(cm) & set(bm)):
-        if cm[name].get("version") != bm[name].get("version"):
-            reasons.append(f"metric {name} versions differ ({cm[name].get('version')} vs {bm[name].get('version')})")
-    cr, br = ct.get("evalkit.reference_digest", ""), bt.get("evalkit.reference_digest", "")
+        if cm[name].version != bm[name].version:
+            reasons.append(f"metric {name} versions differ ({cm[name].version} vs {bm[name].version})")
+    cr, br = candidate.reference.digest, baseline.reference.digest
     if cr and br and cr != br:
         reasons.append("reference audio differs: reference-based scores measure different targets")
     return reasons
 
 
-def value_keys(summary: dict) -> dict[str, tuple[str, bool | None]]:
-    """key -> (metric name, higher_is_better: True, False or None) for every value key a run's
-    metrics declare."""
-    agg = summary.get("aggregates") or {}
-    out = {}
-    for name, info in (summary.get("metrics") or {}).items():
-        for key, higher in (info.get("higher_is_better") or {}).items():
-            # Counts are aggregated as sums only (pipeline.aggregate): that is how they show here.
-            if f"{key}/sum" in agg and f"{key}/mean" not in agg:
-                continue
-            out[key] = (name, None if higher is None else bool(higher))
-    return out
-
-
-def _value(row: dict, key: str) -> float:
-    v = row.get(key)
-    try:
-        return float(v) if v is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def compare(candidate: RunLike, baseline: RunLike, force: bool = False,
             resamples: int = RESAMPLES, seed: int = SEED) -> Comparison | Incomparable:
     reasons = incomparability(candidate.summary, baseline.summary)
-    cand_rows = {r["id"]: r for r in candidate.rows}
-    base_rows = {r["id"]: r for r in baseline.rows}
+    cand_rows = {r.utterance_id: r for r in candidate.rows}
+    base_rows = {r.utterance_id: r for r in baseline.rows}
     ids = [uid for uid in base_rows if uid in cand_rows]  # baseline order: the suite's order
     if not ids:
         reasons.append("no utterance id is in both runs")
-    ck, bk = value_keys(candidate.summary), value_keys(baseline.summary)
+    ck, bk = candidate.summary.value_keys(), baseline.summary.value_keys()
     if not set(ck) & set(bk):  # "pass" on nothing measured would be a lie
         reasons.append("no metric value key is in both runs")
     if reasons and not force:
@@ -238,7 +219,7 @@ def _direction(candidate: bool | None, baseline: bool | None) -> bool | None:
 
 
 def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, seed) -> MetricDelta | None:
-    pairs = [(uid, _value(cand_rows[uid], key), _value(base_rows[uid], key)) for uid in ids]
+    pairs = [(uid, cand_rows[uid].value(key), base_rows[uid].value(key)) for uid in ids]
     pairs = [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
     if not pairs:
         return None
@@ -261,11 +242,11 @@ def _new_failures(ids, cand_rows, base_rows, keys) -> list[NewFailure]:
     out = []
     for uid in ids:
         c, b = cand_rows[uid], base_rows[uid]
-        if c.get("failure") and not b.get("failure"):
-            out.append(NewFailure(uid, str(c["failure"])))
+        if c.failure and not b.failure:
+            out.append(NewFailure(uid, c.failure))
             continue
-        lost = [k for k in keys if math.isfinite(_value(b, k)) and not math.isfinite(_value(c, k))]
+        lost = [k for k in keys if math.isfinite(b.value(k)) and not math.isfinite(c.value(k))]
         if lost:
-            note = f" ({c['notes']})" if c.get("notes") else ""
+            note = f" ({'; '.join(c.notes)})" if c.notes else ""
             out.append(NewFailure(uid, f"no value for {', '.join(lost)}{note}"))
     return out

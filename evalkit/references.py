@@ -4,19 +4,23 @@
 how a nightly job measures drift from the last good checkpoint. SPEC is, in this order:
 - a local run folder (holding summary.json and audio/<id>.wav);
 - any folder of <utterance id>.wav files;
-- an MLflow run id, whose `audio/` artifacts are downloaded once into the evalkit cache.
+- a 32-hex run id: an MLflow run id, else an evalkit run id (summary.json's `run_id`), whose
+  `audio/` artifacts are fetched through the MLflow gateway (evalkit.tracking.fetch_run) into its
+  one cache of runs, the one `evalkit compare`/`report` use: a run downloaded for either is not
+  downloaded again.
 Without it, a suite's own references (`reference:` per utterance, or refs/<id>.wav) are used.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-from .cache import cache_dir, sha256_file
-from .errors import EvalkitError, first_line
+from . import tracking
+from .cache import sha256_file
+from .errors import EvalkitError
 from .types import Suite
 from .untrusted import is_run_id
 
@@ -52,7 +56,7 @@ def resolve(spec: str, suite: Suite, tracking_uri: str) -> References:
         return _from_folder(audio, suite, f"folder:{folder.resolve()}")
     if is_run_id(spec):
         return _from_mlflow(spec, suite, tracking_uri)
-    raise EvalkitError(f"--reference-run {spec!r} is neither a folder nor an MLflow run id")
+    raise EvalkitError(f"--reference-run {spec!r} is neither a folder nor a run id (MLflow's or summary.json's)")
 
 
 def _from_folder(folder: Path, suite: Suite, source: str) -> References:
@@ -63,13 +67,6 @@ def _from_folder(folder: Path, suite: Suite, source: str) -> References:
 
 
 def _from_mlflow(run_id: str, suite: Suite, uri: str) -> References:
-    dest = cache_dir("reference-runs", run_id)
-    if not any(dest.glob("audio/*.wav")):
-        from . import tracking
-
-        try:
-            tracking.client(uri).download_artifacts(run_id, "audio", str(dest))
-        except Exception as exc:  # MLflow raises many kinds: unknown run, unreachable server
-            raise EvalkitError(f"cannot fetch the audio of MLflow run {run_id} from {uri}: "
-                               f"{first_line(exc, 160)}") from None
-    return _from_folder(dest / "audio", suite, f"mlflow:{run_id}")
+    # Recorded by its MLflow run id: runs.reference_paths finds the audio in the same cache.
+    mlflow_run_id, dest = tracking.fetch_run(uri, run_id, ["audio"])
+    return _from_folder(dest / "audio", suite, f"mlflow:{mlflow_run_id}")

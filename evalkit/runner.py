@@ -7,12 +7,24 @@ import json
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Mapping
 
-from . import __version__, adapters, allocator, asr as asr_mod, pipeline, plugins, record, references, textnorm, tracking
+from . import (
+    __version__,
+    adapters,
+    allocator,
+    metric_loading,
+    pipeline,
+    plugins,
+    record,
+    references,
+    textnorm,
+    tracking,
+)
+from . import asr as asr_mod
 from . import suite as suite_mod
 from .errors import EvalkitError, Terminated
 from .protocols import Metric
@@ -35,13 +47,15 @@ class RunConfig:
     reference_run: str | None = None  # a run folder, wav folder or MLflow run id; None: the suite's refs
     workers: int | None = None  # metric worker processes; None: evalkit.workers.default_workers()
     audio_from: str | None = None  # a finished run folder whose saved clips are scored (evalkit rescore)
+    # --metric-option NAME.KEY=VALUE as {name: {key: value as given}}: converted when metrics load
+    metric_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RunResult:
     out_dir: Path
-    summary: dict
-    rows: list
+    summary: record.RunRecord
+    rows: list[Row]
     tracking_error: str | None
     broken: tuple[str, ...] = ()  # stages that failed on every utterance they were given, with a reason
 
@@ -76,13 +90,27 @@ def _cuda_available(torch_too: bool) -> bool:
         return False
 
 
-def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prompts: bool = False) -> list[Metric]:
-    """The named metrics, or by default every installed one whose inputs this run has."""
+def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prompts: bool = False,
+                 options: Mapping[str, Mapping[str, str]] | None = None) -> list[Metric]:
+    """The named metrics (each once, in the order given), or by default every installed one whose
+    inputs this run has (those that read the transcript first), constructed with their `options`
+    ({name: {key: value}}). The one place metrics are loaded:
+    each is seen through the declared contract (a plug-in that does not derive from
+    evalkit.protocols.Metric gets its defaults here), and a run whose options name no metric of
+    it, or whose metrics' keys collide with each other or with evalkit's columns, is refused."""
+    options = options or {}
     if names is None:
-        found = [cls() for _, cls, _ in plugins.load_all(plugins.METRICS)]
-        return [m for m in found if not m.needs_reference or have_references
-                or (have_prompts and getattr(m, "accepts_speaker_prompt", False))]
-    return [plugins.load(plugins.METRICS, n)() for n in names]
+        found = [(n, metric_loading.construct(n, cls, options.get(n, {})))
+                 for n, cls, _ in plugins.load_all(plugins.METRICS)]
+        loaded = [(n, m) for n, m in found if not m.needs_reference or have_references
+                  or (have_prompts and m.accepts_speaker_prompt)]
+        # Transcript metrics first: "is the pronunciation clear" is the headline of a TTS run, and
+        # the order is the summary's, where a report finds the headline key it ranks by.
+        loaded.sort(key=lambda nm: not nm[1].needs_transcript)
+    else:
+        loaded = [(n, metric_loading.construct(n, plugins.load(plugins.METRICS, n), options.get(n, {})))
+                  for n in dict.fromkeys(names)]
+    return metric_loading.checked(loaded, options)
 
 
 def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResult:
@@ -98,7 +126,7 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     refs = (references.resolve(config.reference_run, suite, uri) if config.reference_run
             else references.from_suite(suite))
     metrics = load_metrics(config.metrics, refs is not None,
-                           any(u.speaker_prompt is not None for u in suite.utterances))
+                           any(u.speaker_prompt is not None for u in suite.utterances), config.metric_options)
     device = resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
     tracking_problem = _preflight(uri)
@@ -113,8 +141,9 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
         record.append_rows(out_dir, rows)
         saved[0] += len(rows)
 
-    recorded, source = _recorded(config, suite) if config.audio_from else (None, None)
-    asr = asr_mod.resolve(config.asr, device) if any(m.needs_transcript for m in metrics) else None
+    recorded, source = _recorded(Path(config.audio_from), suite) if config.audio_from else (None, None)
+    asr = (asr_mod.resolve(config.asr, device, pipeline.whisper_threads(metrics, config.workers, recorded is not None))
+           if any(m.needs_transcript for m in metrics) else None)
     languages = getattr(asr, "languages", None)
     if languages is not None and suite.language not in languages:
         raise EvalkitError(f"--asr {config.asr} does not transcribe {suite.language!r}, the language of suite "
@@ -128,7 +157,11 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
                                        on_rows=save,
                                        skip=frozenset(r.utterance_id for r in previous),
                                        workers=config.workers, recorded=recorded)
-        model_info = dict(adapter.describe()) if adapter is not None else dict(source["model"])
+        if adapter is not None:
+            model_info, adapter_name = dict(adapter.describe()), adapter.name
+        else:
+            assert source is not None  # without an adapter, the clips come from a recorded run
+            model_info, adapter_name = dict(source.model), source.adapter
     except KeyboardInterrupt as exc:
         stopped = Interrupted(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: {saved[0]} of "
                               f"{len(suite.utterances)} utterances are saved in {out_dir}; finish them with: "
@@ -146,17 +179,13 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     rows = sorted([*previous, *evaluation.rows], key=lambda r: order[r.utterance_id])
 
     asr_info = dict(asr.describe()) if asr is not None else {}
-    adapter_name = adapter.name if adapter is not None else source["adapter"]
-    summary = _summary(config, suite, adapter_name, model_info, asr_info, metrics, device, rows,
-                       started, finished, uri, experiment, refs)
-    summary["cache"] = dataclasses.asdict(evaluation.counts)
-    summary["resumed_utterances"] = len(previous)
     broken = broken_stages(rows, metrics, asr is not None, recorded is not None)
-    summary["broken_stages"] = list(broken)
-    if broken:
-        summary["tags"]["evalkit.broken_stages"] = "; ".join(b.split(":")[0] for b in broken)
+    extra_tags = {"evalkit.broken_stages": "; ".join(b.split(":")[0] for b in broken)} if broken else {}
     if source is not None:
-        summary["tags"]["evalkit.rescored_from"] = source["run_id"]
+        extra_tags["evalkit.rescored_from"] = source.run_id
+    summary = _summary(config, suite, adapter_name, model_info, asr_info, metrics, device, rows,
+                       started, finished, uri, experiment, refs, extra_tags,
+                       cache=dataclasses.asdict(evaluation.counts), resumed=len(previous), broken=broken)
     try:
         record.write(out_dir, summary, rows)
         record.finish(out_dir)
@@ -166,11 +195,11 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     try:
         if tracking_problem:
             raise tracking_problem
-        tracking.log_run(out_dir, uri, experiment)
+        mlflow_run_id = tracking.log_run(out_dir, uri, experiment)
+        summary = dataclasses.replace(summary, tracking=record.TrackingInfo(uri, experiment, mlflow_run_id))
         tracking_error = None
     except EvalkitError as exc:
         tracking_error = str(exc)
-    summary, _ = record.read(out_dir)
     return RunResult(out_dir, summary, rows, tracking_error, broken)
 
 
@@ -222,34 +251,39 @@ def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResul
 def rescore(source: Path, add: tuple[str, ...] = (), metrics: tuple[str, ...] | None = None,
             out_dir: Path | None = None, reference_run: str | None = None, tracking_uri: str | None = None,
             experiment: str | None = None, tags: Mapping[str, str] | None = None, workers: int | None = None,
-            progress: pipeline.Progress | None = None) -> RunResult:
+            progress: pipeline.Progress | None = None,
+            metric_options: Mapping[str, Mapping[str, str]] | None = None) -> RunResult:
     """Score a finished run's saved clips again, with `metrics` or with its own metrics plus `add`,
     into a new run folder: nothing is synthesized (the checkpoint need not exist any more) and
-    the caches give back every transcript and value already computed, so only what is new runs."""
-    summary, _ = record.read(source)
+    the caches give back every transcript and value already computed, so only what is new runs.
+    The run's own metric options are kept for the metrics it keeps; `metric_options` add to them
+    (and win, key by key)."""
+    summary, _ = record.load(source)
     saved = record.read_run(source)
     if saved is None:
         raise EvalkitError(f"{source} holds no {record.RUN}: not an evalkit run folder")
     base = _config_from_dict(saved["config"])
-    names = tuple(metrics) if metrics else (*summary["metrics"], *(a for a in add if a not in summary["metrics"]))
+    names = tuple(metrics) if metrics else (*summary.metrics, *(a for a in add if a not in summary.metrics))
+    options = {n: dict(o) for n, o in base.metric_options.items() if n in names}
+    for n, o in (metric_options or {}).items():
+        options[n] = {**options.get(n, {}), **o}
     config = dataclasses.replace(
-        base, metrics=names, audio_from=str(source), workers=workers,
+        base, metrics=names, audio_from=str(source), workers=workers, metric_options=options,
         out_dir=out_dir or source.with_name(f"{source.name}-rescored-{datetime.now():%Y%m%d-%H%M%S}"),
         reference_run=reference_run or base.reference_run, tracking_uri=tracking_uri or base.tracking_uri,
         experiment=experiment or base.experiment, tags={**base.tags, **(tags or {})})
     return run(config, progress)
 
 
-def _recorded(config: RunConfig, suite) -> tuple[pipeline.Recorded, dict]:
-    folder = Path(config.audio_from)
-    summary, rows = record.read(folder)
-    if summary["suite"]["digest"] != suite.digest:
+def _recorded(folder: Path, suite) -> tuple[pipeline.Recorded, record.RunRecord]:
+    summary, rows = record.load(folder)
+    if summary.suite.digest != suite.digest:
         raise EvalkitError(f"{folder} was evaluated on another version of suite {suite.name} (its digest "
                            f"differs): evaluate the model again instead of re-scoring")
     for row in rows:  # a row edited to name a file outside the run is refused before anything is read
-        if not row.get("failure"):
+        if not row.failure:
             pipeline.recorded_audio(folder, row)
-    return pipeline.Recorded(folder, {r["id"]: r for r in rows}), summary
+    return pipeline.Recorded(folder, {r.utterance_id: r for r in rows}), summary
 
 
 class Interrupted(EvalkitError):
@@ -261,6 +295,11 @@ def _config_dict(config: RunConfig) -> dict:
     d["out_dir"] = str(config.out_dir) if config.out_dir else None
     d["metrics"] = list(config.metrics) if config.metrics is not None else None
     d["tags"] = dict(config.tags)
+    d["metric_options"] = {n: dict(o) for n, o in config.metric_options.items()}
+    if not d["metric_options"]:
+        # Left out when there are none: the file then reads as one written before the field
+        # existed, so an unfinished run from then still resumes as the same configuration.
+        del d["metric_options"]
     return d
 
 
@@ -271,6 +310,11 @@ def _config_from_dict(d: dict) -> RunConfig:
     d = {k: v for k, v in d.items() if k in fields}
     d["out_dir"] = Path(d["out_dir"]) if d.get("out_dir") else None
     d["metrics"] = tuple(d["metrics"]) if d.get("metrics") is not None else None
+    options = d.get("metric_options") or {}
+    if not (isinstance(options, dict) and all(isinstance(o, dict) and all(isinstance(v, str) for v in o.values())
+                                              for o in options.values())):
+        raise EvalkitError(f"{record.RUN}: metric_options must map metric names to {{key: text}}")
+    d["metric_options"] = {str(n): dict(o) for n, o in options.items()}
     try:
         return RunConfig(**d)
     except TypeError as exc:
@@ -315,12 +359,13 @@ def _prepare_out(out_dir: Path) -> None:
 
 
 def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device, rows, started, finished,
-             uri, experiment, refs) -> dict:
+             uri, experiment, refs, extra_tags, cache, resumed, broken) -> record.RunRecord:
     run_id = uuid.uuid4().hex
-    metric_info = {m.name: {"version": m.version, "sample_rate": m.sample_rate,
-                            "options": dict(getattr(m, "options", {})),
-                            "higher_is_better": dict(m.higher_is_better),
-                            "counts": list(getattr(m, "counts", ()))} for m in metrics}
+    metric_info = {m.name: record.MetricInfo(
+        version=m.version, sample_rate=m.sample_rate, higher_is_better=dict(m.higher_is_better),
+        options=dict(m.options), counts=tuple(m.counts), corpus=dict(m.corpus), alignments=tuple(m.alignments),
+        headline=m.headline) for m in metrics}
+    reference = _reference_info(refs)
     params = {
         "suite": suite.name,
         "suite_version": suite.version,
@@ -333,9 +378,9 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
         "metrics": ",".join(metric_info),
         "device": device,
         "textnorm_version": textnorm.VERSION,
-        "reference": refs.source if refs else "none",
-        **{f"metric.{n}.version": i["version"] for n, i in metric_info.items()},
-        **{f"metric.{n}.options": json.dumps(i["options"], sort_keys=True) for n, i in metric_info.items() if i["options"]},
+        "reference": reference.label,
+        **{f"metric.{n}.version": i.version for n, i in metric_info.items()},
+        **{f"metric.{n}.options": json.dumps(i.options, sort_keys=True) for n, i in metric_info.items() if i.options},
     }
     tags = {
         "evalkit.run_id": run_id,
@@ -351,28 +396,39 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
         "evalkit.asr_model_sha256": asr_info.get("model_sha256", ""),
         "evalkit.asr_settings_digest": asr_info.get("settings_digest", ""),
         "evalkit.textnorm_version": textnorm.VERSION,
-        "evalkit.reference": refs.source if refs else "none",
-        "evalkit.reference_digest": refs.digest if refs else "",
+        "evalkit.reference": reference.label,
+        "evalkit.reference_digest": reference.digest,
+        **extra_tags,
         **dict(config.tags),
     }
-    return {
-        "run_id": run_id,
-        "run_name": f"{suite.name}:{Path(config.model).name}",
-        "evalkit_version": __version__,
-        "started_unix": started,
-        "finished_unix": finished,
-        "wall_seconds": finished - started,
-        "suite": {"name": suite.name, "version": suite.version, "language": suite.language,
-                  "digest": suite.digest, "source": suite.source, "utterances": len(suite.utterances)},
-        "model": model_info,
-        "adapter": adapter_name,
-        "asr": asr_info,
-        "metrics": metric_info,
-        "params": params,
-        "tags": tags,
-        "aggregates": pipeline.aggregate(rows, metrics),
-        "tracking": {"uri": uri, "experiment": experiment, "run_id": None},
-    }
+    return record.RunRecord(
+        run_id=run_id,
+        run_name=f"{suite.name}:{Path(config.model).name}",
+        evalkit_version=__version__,
+        started_unix=started,
+        finished_unix=finished,
+        suite=record.SuiteInfo(suite.name, suite.version, suite.language, suite.digest, suite.source,
+                               len(suite.utterances)),
+        model=model_info,
+        adapter=adapter_name,
+        asr=asr_info,
+        metrics=metric_info,
+        params=params,
+        tags=tags,
+        aggregates=pipeline.aggregate(rows, metrics),
+        tracking=record.TrackingInfo(uri, experiment, None),
+        reference=reference,
+        cache=cache,
+        resumed_utterances=resumed,
+        broken_stages=tuple(broken),
+    )
+
+
+def _reference_info(refs) -> record.ReferenceInfo:
+    if refs is None:
+        return record.ReferenceInfo()
+    kind, _, location = refs.source.partition(":")
+    return record.ReferenceInfo(kind, location, refs.digest)
 
 
 def _git_sha() -> str:

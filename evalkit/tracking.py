@@ -1,32 +1,83 @@
-"""MLflow logging of a finished local record (evalkit.record).
+"""The MLflow gateway: the only module that talks to MLflow (evalkit.runs and evalkit.references
+read and tag runs through it, and neither imports mlflow).
+
+It owns:
+- the client (`client`): one per call, after the environment is set (`configure_environment`:
+  telemetry off, no progress bars, seconds of retries instead of minutes, each unless the user
+  set it);
+- credentials: `http://user:password@host` is taken apart at once (`adopt_credentials`): they go to
+  MLflow's own variables (MLFLOW_TRACKING_USERNAME/PASSWORD), and the URI that is printed, recorded
+  in run.json and summary.json is the one without them (`redact` for anything else);
+- logging a finished run folder (`log_run`), idempotently: a run whose evalkit run id is already a
+  FINISHED run of the target store is not logged again (`find_logged`), so `evalkit sync` repeated,
+  or to a second store, logs each run once per store;
+- the one cache of downloaded runs (`fetch_run`, `run_cache`): the artifacts of MLflow run ID live
+  in `<evalkit cache>/runs/ID/`, downloaded into a temporary folder and renamed into place, so an
+  interrupted download never passes for a cached run; logged artifacts never change, so a cached
+  copy is the run. Runs loaded for compare/report and reference runs share it;
+- finding runs: by MLflow run id or evalkit run id (`resolve_run_id`), by tag (`find_tagged`),
+  the newest FINISHED run of an experiment (`find_latest`); tagging (`set_tags`, `delete_tag`);
+  logging a report as artifacts and verdict tags (`log_report`);
+- error translation (`translate`, `calling`): whatever MLflow, requests or sqlalchemy raise becomes
+  one EvalkitError line saying what failed, where (the URI without credentials) and why.
 
 The embedded default is a sqlite store under ./evalkit-runs with its artifacts beside it, so
 nothing needs a server. Any other URI (an `mlflow server`) works the same; an unreachable
 server is reported as a TrackingError while the local record stays complete.
-
-Credentials in a URI (`http://user:password@host`) are taken out of it at once
-(`adopt_credentials`): they go to MLflow's own variables (MLFLOW_TRACKING_USERNAME/PASSWORD), and
-the URI that is printed, recorded in run.json and summary.json is the one without them. Logging is
-idempotent: a run whose evalkit run id is already a FINISHED run of the target store is not
-logged again (`evalkit sync` repeated, or to a second store, logs each run once per store).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import os
 import re
+import sys
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import record
+from .cache import cache_dir
 from .errors import EvalkitError, TrackingError, first_line
+from .types import Row
 from .untrusted import is_run_id
 
 DEFAULT_ROOT = Path("evalkit-runs")
 HEALTH_TIMEOUT_S = 5
+RUN_CACHE = "runs"  # <evalkit cache>/runs/<MLflow run id>/: summary.json, utterances.jsonl, audio/
+EVALKIT_RUN_ID_TAG = "evalkit.run_id"
+VERDICT_TAG = "evalkit.verdict"
+LAST_REPORT_TAG = "evalkit.report.last"
+
+# Set for MLflow unless the user set them: no telemetry, no download progress bars on stderr
+# (evalkit prints its own lines), and a dead server fails within seconds, not after MLflow's
+# default minutes of retries.
+ENVIRONMENT = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+# --- environment, credentials, the client --------------------------------------------------
+
+
+def configure_environment() -> None:
+    """ENVIRONMENT's variables, each unless the user set it. MLflow decides on telemetry when it is
+    first imported: if that already happened (a library caller), it is asked to decide again."""
+    telemetry_unset = "MLFLOW_DISABLE_TELEMETRY" not in os.environ
+    for k, v in ENVIRONMENT.items():
+        os.environ.setdefault(k, v)
+    if telemetry_unset and "mlflow.telemetry" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["mlflow.telemetry"].set_telemetry_client()
 
 
 def default_uri(root: Path = DEFAULT_ROOT) -> str:
@@ -61,14 +112,6 @@ def _auth_header() -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def _artifact_location(uri: str, experiment: str) -> str | None:
-    """Explicit artifact folder beside a sqlite store; servers decide their own."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
-    return None
-
-
 def check_reachable(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
@@ -81,7 +124,97 @@ def check_reachable(uri: str) -> None:
             reason = f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError) as exc:
         reason = str(getattr(exc, "reason", exc))
-    raise TrackingError(f"MLflow server {uri} is unreachable ({redact(reason)})")
+    raise TrackingError(f"MLflow server {redact(uri)} is unreachable ({redact(reason)})")
+
+
+def client(uri: str):
+    """The one way evalkit opens an MLflow store: fails within seconds on a dead server instead of
+    retrying for minutes, and a new sqlite store keeps its artifacts beside its database."""
+    import logging
+
+    configure_environment()  # before mlflow is imported: it reads telemetry settings then
+    uri = adopt_credentials(uri)
+    check_reachable(uri)
+    with calling("cannot open the MLflow store", uri):
+        from mlflow.tracking import MlflowClient
+
+        # MLflow announces schema creation and migrations at INFO on every new store: noise here.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+            # A new store gets its Default experiment at creation, with artifacts under the current
+            # folder (./mlruns/0) unless told otherwise: create it here, with artifacts beside the db.
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            db = Path(uri[len("sqlite:///"):])
+            SqlAlchemyStore(uri, (db.parent / "mlartifacts").resolve().as_uri())
+        return MlflowClient(tracking_uri=uri)
+
+
+# --- error translation ---------------------------------------------------------------------
+
+
+def translate(exc: BaseException, what: str, uri: str, error: type[EvalkitError] = EvalkitError) -> EvalkitError:
+    """The one line evalkit prints for a failed MLflow call: "`what` at URI (reason)", the URI and
+    reason without credentials. `what` says what failed ("cannot tag MLflow run X"); the reason is
+    the cause in a few words, from whatever MLflow, requests or sqlalchemy raised (a refused
+    connection, a timeout, a database error, MLflow's own message). An EvalkitError stays as it is."""
+    if isinstance(exc, EvalkitError):
+        return exc
+    return error(f"{what} at {redact(uri)} ({redact(reason(exc))})")
+
+
+@contextlib.contextmanager
+def calling(what: str, uri: str, error: type[EvalkitError] = EvalkitError) -> Iterator[None]:
+    """Runs MLflow calls, turning any failure into `translate`'s one line."""
+    try:
+        yield
+    except EvalkitError:
+        raise
+    except Exception as exc:  # MLflow, requests and sqlalchemy raise many kinds
+        raise translate(exc, what, uri, error) from None
+
+
+def reason(exc: BaseException) -> str:
+    """Why an MLflow call failed, in a few words: the most telling exception of its chain
+    (MLflow wraps requests' and sqlalchemy's errors in its own, with the cause kept as context)."""
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and all(e is not seen for seen in chain):
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if _is(e, "requests.exceptions", "Timeout") or isinstance(e, TimeoutError):
+            return "the server did not answer in time"
+        if _is(e, "requests.exceptions", "ConnectionError") or isinstance(e, ConnectionError):
+            errno = re.search(r"\[Errno -?\d+\] ([^'\"()\[\]]+)", str(e))
+            return f"server unreachable: {errno.group(1).strip() if errno else first_line(e, 120)}"
+        if _is(e, "sqlalchemy.exc", "DBAPIError"):
+            return f"database error: {first_line(getattr(e, 'orig', None) or e, 200)}"
+    for e in chain:
+        if _is(e, "mlflow.exceptions", "MlflowException"):
+            return first_line(e, 200)
+    return first_line(exc, 200, typed=True)
+
+
+def _is(exc: BaseException, module: str, name: str) -> bool:
+    """isinstance of module.name, without importing the module (it is loaded if it raised)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and isinstance(exc, cls)
+
+
+def _not_found(exc: BaseException) -> bool:
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+# --- logging a run folder ------------------------------------------------------------------
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Explicit artifact folder beside a sqlite store; servers decide their own."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
+    return None
 
 
 def log_run(out_dir: Path, uri: str, experiment: str) -> str:
@@ -90,16 +223,10 @@ def log_run(out_dir: Path, uri: str, experiment: str) -> str:
     uri = adopt_credentials(uri)
     check_reachable(uri)
     _own_files_only(out_dir)
-    summary, rows = record.read(out_dir)
-    try:
-        run_id = find_logged(uri, summary.get("run_id", "")) or _log(out_dir, summary, rows, uri, experiment)
-    except TrackingError:
-        raise
-    except Exception as exc:  # MLflow raises many kinds for a server that goes away
-        raise TrackingError(f"logging to MLflow at {uri} failed: "
-                            f"{redact(first_line(exc, 200))}") from None
-    summary["tracking"] = {"uri": uri, "experiment": experiment, "run_id": run_id}
-    record.write_summary(out_dir, summary)
+    summary, rows = record.load(out_dir)
+    with calling("cannot log the run to MLflow", uri, TrackingError):
+        run_id = find_logged(uri, summary.run_id) or _log(out_dir, summary, rows, uri, experiment)
+    record.write_summary(out_dir, dataclasses.replace(summary, tracking=record.TrackingInfo(uri, experiment, run_id)))
     return run_id
 
 
@@ -123,65 +250,183 @@ def find_logged(uri: str, evalkit_run_id: str) -> str | None:
     if not experiments:
         return None
     found = c.search_runs(experiments, max_results=1, filter_string=(
-        f"tags.`evalkit.run_id` = '{evalkit_run_id}' and attributes.status = 'FINISHED'"))
+        f"tags.`{EVALKIT_RUN_ID_TAG}` = '{evalkit_run_id}' and attributes.status = 'FINISHED'"))
     return found[0].info.run_id if found else None
 
 
-def client(uri: str):
-    """The one way evalkit opens an MLflow store: fails within seconds on a dead server instead of
-    retrying for minutes, and a new sqlite store keeps its artifacts beside its database."""
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    # Fail within seconds, not after MLflow's default minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    uri = adopt_credentials(uri)
-    check_reachable(uri)
-    # MLflow announces schema creation and migrations at INFO on every new store: noise here.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        # A new store gets its Default experiment at creation, with artifacts under the current
-        # folder (./mlruns/0) unless told otherwise: create it here, with artifacts beside the db.
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        db = Path(uri[len("sqlite:///"):])
-        SqlAlchemyStore(uri, (db.parent / "mlartifacts").resolve().as_uri())
-    return MlflowClient(tracking_uri=uri)
-
-
-def _log(out_dir: Path, summary: dict, rows: list[dict], uri: str, experiment: str) -> str:
+def _log(out_dir: Path, summary: record.RunRecord, rows: list[Row], uri: str, experiment: str) -> str:
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else c.create_experiment(
         experiment, artifact_location=_artifact_location(uri, experiment))
-    tags = dict(summary["tags"])
-    run = c.create_run(exp_id, tags=tags, run_name=summary["run_name"])
+    run = c.create_run(exp_id, tags=dict(summary.tags), run_name=summary.run_name)
     run_id = run.info.run_id
     try:
         _fill(c, run_id, out_dir, summary, rows)
     except Exception:
-        try:  # leave no run looking alive; the local record is the truth
+        with contextlib.suppress(Exception):  # leave no run looking alive; the local record is the truth
             c.set_terminated(run_id, "FAILED")
-        except Exception:
-            pass
         raise
     c.set_terminated(run_id, "FINISHED")
     return run_id
 
 
-def _fill(client, run_id: str, out_dir: Path, summary: dict, rows: list[dict]) -> None:
+def _fill(client, run_id: str, out_dir: Path, summary: record.RunRecord, rows: list[Row]) -> None:
     import pandas as pd
     from mlflow.entities import Metric, Param
 
-    ts = int(summary["finished_unix"] * 1000)
-    params = [Param(k, str(v)[:6000]) for k, v in summary["params"].items()]
-    metrics = [Metric(k, float(v), ts, 0) for k, v in summary["aggregates"].items()]
+    ts = int(summary.finished_unix * 1000)
+    params = [Param(k, str(v)[:6000]) for k, v in summary.params.items()]
+    metrics = [Metric(k, float(v), ts, 0) for k, v in summary.aggregates.items()]
     for i in range(0, max(len(metrics), len(params)), 100):
         client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100], tags=[])
     for name in (record.SUMMARY, record.TABLE_JSONL, record.TABLE_CSV):
         client.log_artifact(run_id, str(out_dir / name))
     if (out_dir / "audio").is_dir():
         client.log_artifacts(run_id, str(out_dir / "audio"), artifact_path="audio")
-    client.log_table(run_id, data=pd.DataFrame(rows), artifact_file="utterances_table.json")
+    client.log_table(run_id, data=pd.DataFrame([r.to_json() for r in rows]), artifact_file="utterances_table.json")
+
+
+# --- finding and downloading runs ----------------------------------------------------------
+
+
+def resolve_run_id(uri: str, run_id: str) -> str:
+    """The MLflow run id that `run_id` names in this store. Both kinds of id are 32 hex digits: it
+    is tried first as an MLflow run id, then as an evalkit run id (summary.json's `run_id`, the tag
+    evalkit.run_id of the FINISHED run it was logged as)."""
+    if not is_run_id(run_id):
+        raise EvalkitError(f"{run_id!r} is not a run id (32 hex digits)")
+    c = client(uri)
+    try:
+        c.get_run(run_id)
+        return run_id
+    except Exception as exc:
+        if not _not_found(exc):
+            raise translate(exc, f"cannot look up MLflow run {run_id}", uri) from None
+    with calling(f"cannot search MLflow for evalkit run {run_id}", uri):
+        found = find_logged(uri, run_id)
+    if found is None:
+        raise EvalkitError(f"run {run_id} not found at {redact(uri)}: it is neither an MLflow run id there nor "
+                           f"the evalkit run id (tag {EVALKIT_RUN_ID_TAG}) of a finished run there")
+    return found
+
+
+def run_cache(run_id: str) -> Path:
+    """The cache folder of MLflow run `run_id` (not created): `<evalkit cache>/runs/<run id>/`."""
+    if not is_run_id(run_id):  # it names a folder: nothing but 32 hex digits
+        raise EvalkitError(f"{run_id!r} is not an MLflow run id (32 hex digits)")
+    return cache_dir(RUN_CACHE) / run_id
+
+
+def fetch_run(uri: str, run_id: str, names: Iterable[str], optional: Iterable[str] = ()) -> tuple[str, Path]:
+    """(MLflow run id, its cache folder) holding the artifacts `names` (summary.json, audio, ...)
+    of the run `run_id` names (resolve_run_id: an MLflow or an evalkit run id). Only what the cache
+    lacks is downloaded: a run already cached under `run_id` needs no store at all. A name in
+    `optional` that the run never logged (the audio of a run whose every utterance failed) is
+    skipped; any other missing name is an error."""
+    wanted, skippable = list(names), set(optional)
+    if all((run_cache(run_id) / n).exists() for n in wanted):
+        return run_id, run_cache(run_id)
+    run_id = resolve_run_id(uri, run_id)
+    dest = run_cache(run_id)
+    missing = [n for n in wanted if not (dest / n).exists()]
+    if not missing:
+        return run_id, dest
+    dest.mkdir(parents=True, exist_ok=True)
+    c = client(uri)
+    with calling(f"cannot list the artifacts of MLflow run {run_id}", uri):
+        logged = {Path(f.path).name for f in c.list_artifacts(run_id)}
+    for name in missing:
+        if name in logged:
+            _download(c, uri, run_id, name, dest)
+        elif name not in skippable:
+            raise EvalkitError(f"MLflow run {run_id} at {redact(uri)} has no {name} artifact: not an evalkit run?")
+    return run_id, dest
+
+
+def _download(c, uri: str, run_id: str, name: str, dest: Path) -> None:
+    # Into a temporary folder first: an interrupted download must not pass for a cached run.
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
+        with calling(f"cannot download {name} of MLflow run {run_id}", uri):
+            c.download_artifacts(run_id, name, tmp)
+        try:
+            os.replace(Path(tmp) / name, dest / name)
+        except OSError as exc:
+            if not (dest / name).exists():  # else another process put the same artifact there first
+                raise EvalkitError(f"cannot write {dest / name} ({exc.strerror or exc})") from None
+
+
+@dataclass(frozen=True)
+class TaggedRun:
+    run_id: str
+    tags: Mapping[str, str]
+
+
+def find_tagged(uri: str, key: str, value: str = "true", what: str | None = None) -> list[TaggedRun]:
+    """Every run of the store whose tag `key` is `value`, newest first. `key` and `value` go into
+    an MLflow filter string: callers pass checked names only (no quotes)."""
+    if "`" in key or "'" in value:
+        raise EvalkitError(f"tag {key!r}={value!r} cannot be searched for")
+    c = client(uri)
+    with calling(what or f"cannot search MLflow for runs tagged {key}={value}", uri):
+        experiments = [e.experiment_id for e in c.search_experiments()]
+        if not experiments:
+            return []
+        found = c.search_runs(experiments, filter_string=f"tags.`{key}` = '{value}'",
+                              order_by=["attributes.start_time DESC"])
+    return [TaggedRun(r.info.run_id, dict(r.data.tags)) for r in found]
+
+
+def find_latest(uri: str, experiment: str, exclude_run_id: str | None = None) -> str:
+    """The newest FINISHED run of `experiment` other than `exclude_run_id` (the candidate)."""
+    c = client(uri)
+    with calling(f"cannot search MLflow experiment {experiment!r}", uri):
+        exp = c.get_experiment_by_name(experiment)
+        runs = [] if exp is None else c.search_runs(
+            [exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=10)
+    if exp is None:
+        raise EvalkitError(f"no MLflow experiment named {experiment!r} at {redact(uri)}")
+    for r in runs:
+        if r.info.run_id != exclude_run_id:
+            return r.info.run_id
+    raise EvalkitError(f"MLflow experiment {experiment!r} has no finished run other than the candidate")
+
+
+# --- tags and reports ----------------------------------------------------------------------
+
+
+def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    """Sets `tags` on MLflow run `run_id` (an unknown run is an error)."""
+    c = client(uri)
+    with calling(f"cannot tag MLflow run {run_id}", uri):
+        for k, v in tags.items():
+            c.set_tag(run_id, k, v)
+
+
+def delete_tag(uri: str, run_id: str, key: str) -> None:
+    c = client(uri)
+    with calling(f"cannot tag MLflow run {run_id}", uri):
+        c.delete_tag(run_id, key)
+
+
+def log_report(uri: str, run_id: str, report_dir: Path, status: str, tags: Mapping[str, str]) -> bool:
+    """The report becomes artifacts and tags of MLflow run `run_id`; True when it became the
+    run's verdict.
+
+    Every report sets `evalkit.report.last` to its status (pass | regressed | incomparable). A pass
+    or regressed report also sets `evalkit.verdict` and `tags` (the baseline it was judged against)
+    and its files go to `report/`. An incomparable report never replaces a verdict: when the run
+    already holds `evalkit.verdict` pass or regressed, that tag, its baseline tags and the `report/`
+    artifacts stay, and the incomparable report goes to `report-incomparable/` (returns False);
+    on a run without such a verdict it is logged like any other (`evalkit.verdict=incomparable`).
+    """
+    c = client(uri)
+    with calling(f"cannot log the report to MLflow run {run_id}", uri):
+        held = c.get_run(run_id).data.tags.get(VERDICT_TAG)
+        keep = status == "incomparable" and held in ("pass", "regressed")
+        c.log_artifacts(run_id, str(report_dir), artifact_path="report-incomparable" if keep else "report")
+        for k, v in ({} if keep else {VERDICT_TAG: status, **tags}).items():
+            c.set_tag(run_id, k, v)
+        c.set_tag(run_id, LAST_REPORT_TAG, status)
+    return not keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from evalkit import compare as cmp
 from evalkit import gates as gates_mod
 from evalkit import runs
 from evalkit.errors import EvalkitError
+from evalkit.record import MetricInfo, RunRecord
+from evalkit.types import Row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +30,7 @@ def fake_run(cer, dnsmos=None, *, ids=None, digest="suite-1", asr="asr-1", textn
     dnsmos = dnsmos if dnsmos is not None else [3.0] * len(cer)
     failures = failures or {}
     rows = [{"id": uid, "text": f"text {uid}", "cer": c, "dnsmos_ovrl": d, "char_sub": 1.0,
-             "failure": failures.get(uid), "notes": None} for uid, c, d in zip(ids, cer, dnsmos)]
+             "failure": failures.get(uid), "notes": None} for uid, c, d in zip(ids, cer, dnsmos, strict=True)]
     summary = {
         "run_id": "0" * 32, "params": {"model": "m"},
         "suite": {"name": "t", "digest": digest},
@@ -37,7 +40,7 @@ def fake_run(cer, dnsmos=None, *, ids=None, digest="suite-1", asr="asr-1", textn
         "aggregates": {"cer/mean": float(np.nanmean(np.array(cer, dtype=float))), "char_sub/sum": 5.0,
                        "dnsmos_ovrl/mean": 3.0},
     }
-    return runs.LoadedRun(summary, rows, None, None, source)
+    return runs.LoadedRun(RunRecord.from_json(summary), [Row.from_json(r) for r in rows], None, None, source)
 
 
 def by_key(result):
@@ -137,7 +140,8 @@ def test_nothing_shared_is_incomparable():
     result = cmp.compare(fake_run([0.1], ids=["a"]), fake_run([0.1], ids=["b"]))
     assert isinstance(result, cmp.Incomparable) and "no utterance id" in result.reasons[0]
     other_metrics = fake_run([0.1])
-    other_metrics.summary["metrics"] = {"pesq": {"version": "1", "higher_is_better": {"pesq_wb": True}}}
+    other_metrics = dataclasses.replace(other_metrics, summary=dataclasses.replace(
+        other_metrics.summary, metrics={"pesq": MetricInfo("1", 16000, {"pesq_wb": True})}))
     result = cmp.compare(other_metrics, fake_run([0.1]))
     assert isinstance(result, cmp.Incomparable) and result.reasons == ("no metric value key is in both runs",)
 
@@ -155,7 +159,7 @@ def test_gate_sure_but_tolerated_passes():
 
 
 def test_gate_broken_but_unsure_passes():
-    noisy = [b + d for b, d in zip(BASE, [1.0, -0.9, 0.8, -0.7, 0.6, -0.5, 0.4, -0.3])]
+    noisy = [b + d for b, d in zip(BASE, [1.0, -0.9, 0.8, -0.7, 0.6, -0.5, 0.4, -0.3], strict=True)]
     v = verdict(noisy)
     assert v.metrics["cer"].breaks_gate and not v.metrics["cer"].significant and v.status == "pass"
 
@@ -258,7 +262,8 @@ def test_named_baselines_are_per_suite(tmp_path):
 
     def logged(suite: str) -> runs.LoadedRun:
         run_id = client.create_run(exp, tags={"evalkit.suite": suite}).info.run_id
-        return runs.LoadedRun({"suite": {"name": suite}}, [], None, run_id, f"mlflow:{run_id}", uri)
+        summary = RunRecord.from_json({"run_id": run_id, "suite": {"name": suite}})
+        return runs.LoadedRun(summary, [], None, run_id, f"mlflow:{run_id}", uri)
 
     ko1, en, ko2 = logged("ko-base"), logged("en-base"), logged("ko-base")
     assert runs.set_baseline(ko1, "nightly", uri) == []

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from evalkit import suite as suite_mod
 
 AGGREGATES = ("cer/mean", "cer/median", "cer/p90", "dnsmos_ovrl/mean", "rtf/mean", "failures/count")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import run_cli
 
 
@@ -141,9 +140,8 @@ def test_references_at_other_rates_stereo_and_8_bit(tmp_path, sqlite_uri, espeak
 @pytest.mark.slow
 def test_mlflow_server_that_goes_away_mid_run_loses_nothing(tmp_path):
     """The server answers at start, dies during the run: exit 3, everything kept, sync uploads it."""
-    from mlflow.tracking import MlflowClient
-
     from conftest import start_mlflow_server, stop_mlflow_server
+    from mlflow.tracking import MlflowClient
 
     root = tmp_path / "server"
     root.mkdir()

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from mlflow.tracking import MlflowClient
-
 from conftest import run_cli
-from evalkit.types import SynthesisRequest
+from mlflow.tracking import MlflowClient
 from test_e2e import run_in_process
+
+from evalkit.types import SynthesisRequest
 
 
 def rows(out: Path) -> dict[str, dict]:
