@@ -9,32 +9,22 @@ one line); 3 MLflow unreachable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from . import gates as gates_mod
 from . import report as report_mod
 from . import runs, tracking
-from .compare import Comparison, Incomparable, compare as compare_runs
+from .compare import Comparison, Incomparable
+from .compare import compare as compare_runs
+from .console import err, out
 from .errors import EvalkitError
 
-
-
-def _console(stderr: bool = False) -> Console:
-    # CI logs are not terminals: rich would assume 80 columns and truncate the numbers.
-    c = Console(stderr=stderr)
-    return c if c.is_terminal else Console(stderr=stderr, width=max(c.width, 110))
-
-
-out = _console()
-err = _console(stderr=True)
-
-_RUN_HELP = "A run folder, an MLflow run id, tag:NAME (a named baseline) or latest:EXPERIMENT."
+_RUN_HELP = ("A run folder, a run id (MLflow's, or summary.json's run_id), tag:NAME (a named baseline) or "
+             "latest:EXPERIMENT.")
 _URI_HELP = "MLflow tracking URI; default: the one the candidate run was logged to, else ./evalkit-runs."
 _SET_URI_HELP = "MLflow tracking URI; default: the one RUN was logged to, else ./evalkit-runs."
 _SHOW_URI_HELP = "MLflow tracking URI; default: ./evalkit-runs."
@@ -63,7 +53,7 @@ def _load_pair(candidate: str, baseline: str, tracking_uri: str | None, with_aud
     cand = runs.load_run(candidate, tracking_uri, with_audio=with_audio)
     # The candidate's own store is where its baselines live, and latest: must not pick the candidate.
     base = runs.load_run(baseline, _uri(tracking_uri, cand), exclude_run_id=cand.mlflow_run_id,
-                         with_audio=with_audio, suite=cand.summary.get("suite", {}).get("name"))
+                         with_audio=with_audio, suite=cand.summary.suite.name)
     return cand, base
 
 
@@ -80,7 +70,8 @@ def _table(result: Comparison, verdict: gates_mod.Verdict | None = None) -> Tabl
     for m in result.metrics:
         status = report_mod.metric_status(verdict, m) if verdict else m.direction
         style = {"regressed": "bold red", "worse": "yellow", "better": "green"}.get(status)  # changed: plain
-        table.add_row(escape(f"{m.key} {report_mod.arrow(m.higher_is_better)}"), report_mod.fmt(m.baseline_mean, digits=3),
+        table.add_row(escape(f"{m.key} {report_mod.arrow(m.higher_is_better)}"),
+                      report_mod.fmt(m.baseline_mean, digits=3),
                       report_mod.fmt(m.candidate_mean, digits=3), report_mod.fmt(m.delta, True, 3),
                       escape(report_mod.ci_text(m, 3)), report_mod.fmt(m.p_value, digits=2), status, style=style)
     return table
@@ -100,7 +91,7 @@ def compare(
     run_b: str = typer.Argument(..., help="The candidate. " + _RUN_HELP, metavar="RUN_B"),
     force: bool = typer.Option(False, "--force", help="Compare even when suite, ASR settings, text normalizer "
                                                       "or metric versions differ (the reasons are still shown)."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
+    tracking_uri: str | None = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Compare RUN_B (candidate) with RUN_A (baseline), utterance by utterance: means, delta
     (B - A), 95% paired-bootstrap CI, Wilcoxon p and direction per metric (↑ higher is better,
@@ -118,15 +109,17 @@ def compare(
 def report(
     candidate: str = typer.Option(..., "--candidate", help="The run under test. " + _RUN_HELP, metavar="RUN"),
     baseline: str = typer.Option(..., "--baseline", help="What it must not be worse than. " + _RUN_HELP, metavar="RUN"),
-    gates: Optional[Path] = typer.Option(None, "--gates", help="Gates file (YAML or .toml); default: the "
+    gates: Path | None = typer.Option(None, "--gates", help="Gates file (YAML or .toml); default: the "
                                          "suite header's `gates:`, else any worsening whose CI excludes zero.",
                                          metavar="FILE"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder; default: reports/<suite>-<cand>-vs-<base>.",
+    out_dir: Path | None = typer.Option(None, "--out", help="Report folder; default: reports/<suite>-<cand>-vs-<base>.",
                                            metavar="DIR"),
-    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when the verdict is regressed."),
-    worst_by: str = typer.Option("cer", help="Metric value key that ranks the worst-regressed utterances.",
-                                 metavar="KEY"),
-    tracking_uri: Optional[str] = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
+                                            help="Exit 1 when the verdict is regressed."),
+    worst_by: str | None = typer.Option(None, help="Metric value key that ranks the worst-regressed utterances; "
+                                        "default: the first headline key the candidate's metrics declare, else "
+                                        "the first key that got worse.", metavar="KEY"),
+    tracking_uri: str | None = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Judge CANDIDATE against BASELINE with gates; write index.html, summary.md and
     comparison.json; log them and the verdict tags to the candidate's MLflow run (an incomparable
@@ -136,9 +129,9 @@ def report(
     result = compare_runs(cand, base)
     rules = file_gates or gates_mod.resolve(None, runs.suite_folder(cand.summary))
     verdict = gates_mod.judge(result, rules)
-    suite = cand.summary["suite"]["name"]
-    folder = out_dir or Path("reports") / f"{suite}-{cand.summary['run_id'][:8]}-vs-{base.summary['run_id'][:8]}"
-    index = report_mod.write(folder, cand, base, result, verdict, worst_by)
+    suite = cand.summary.suite.name
+    folder = out_dir or Path("reports") / f"{suite}-{cand.summary.run_id[:8]}-vs-{base.summary.run_id[:8]}"
+    index = report_mod.write(folder, cand, base, result, verdict, worst_by=worst_by)
 
     out.print(f"verdict: {verdict.status}", markup=False, highlight=False, soft_wrap=True)
     for r in verdict.reasons:
@@ -181,21 +174,22 @@ def baseline_set(
                               metavar="RUN"),
     name: str = typer.Option(..., "--name", help="Baseline name, e.g. nightly; use it as --baseline tag:NAME.",
                              metavar="NAME"),
-    tracking_uri: Optional[str] = typer.Option(None, help=_SET_URI_HELP, callback=_without_credentials, metavar="URI"),
+    tracking_uri: str | None = typer.Option(None, help=_SET_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Tag RUN as the named baseline NAME (moving the tag off the run that held it)."""
     loaded = runs.load_run(run, tracking_uri, with_audio=False)
     uri = _uri(tracking_uri, loaded)
     previous = runs.set_baseline(loaded, name, uri)
     moved = f" (was {', '.join(previous)})" if previous else ""
-    out.print(f"baseline {name!r} is MLflow run {loaded.mlflow_run_id}{moved}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"baseline {name!r} is MLflow run {loaded.mlflow_run_id}{moved}", markup=False, highlight=False,
+              soft_wrap=True)
 
 
 def baseline_show(
     name: str = typer.Argument(..., help="Baseline name.", metavar="NAME"),
-    suite: Optional[str] = typer.Option(None, "--suite", help="Suite name; default: the newest tagged run of any suite.",
+    suite: str | None = typer.Option(None, "--suite", help="Suite name; default: the newest tagged run of any suite.",
                                         metavar="NAME"),
-    tracking_uri: Optional[str] = typer.Option(None, help=_SHOW_URI_HELP, callback=_without_credentials, metavar="URI"),
+    tracking_uri: str | None = typer.Option(None, help=_SHOW_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
     """Print the MLflow run id of the named baseline."""
     out.print(runs.find_baseline(name, _uri(tracking_uri), suite), markup=False, highlight=False, soft_wrap=True)

@@ -4,7 +4,19 @@ index.html is self-contained: inline CSS, plots as inline SVG images, no scripts
 resources; the only files it points at are the wav files copied into OUT/audio/{candidate,
 baseline,reference}/, by relative path, so the folder can be zipped, uploaded as a CI artifact or
 logged to MLflow and still play. summary.md is the same verdict for a CI comment or job summary.
-Every run-provided string is escaped (html.escape, _md).
+
+Data and markup are apart: `view` turns the runs, the comparison and the verdict into a view model
+of already formatted strings (frozen dataclasses; the only code here that reads a run's summary or
+rows), and Jinja2 templates in reports/templates/ (`template_dir`) lay it out. Every run-provided
+string is escaped: the HTML environment autoescapes and no template marks a value safe; the Markdown
+environment escapes every value with `md` unless the template marks it `verbatim` (only the
+report's own numbers and intervals are).
+
+Metrics declare their display columns in the run record (RunRecord.metrics[NAME]): `alignments`,
+the per-utterance text columns holding an inline edit alignment ([a→b], [-a], [+b]), shown for the
+metrics compared; `headline`, the key that ranks the worst utterances unless --worst-by names one.
+Run folders from before these fields show no alignment column and rank by the first headline found,
+else by the first key that got worse.
 
 Only audio that belongs to the runs is copied (and so uploaded with the report): each run's own
 clips (LoadedRun.audio_path: regular files inside its audio folder, symlinks resolved), and
@@ -21,21 +33,25 @@ their change, never as lower-is-better. Δ % is shown only where a percentage me
 from __future__ import annotations
 
 import base64
-import html
+import importlib.util
 import io
 import json
 import math
 import re
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import __version__, record
 from .compare import Comparison, Incomparable, MetricDelta
-from .errors import EvalkitError
+from .errors import EvalkitError, first_line
 from .gates import Verdict
 from .runs import LoadedRun
+from .types import Row
 
 WORST = 10
 FILES = ("index.html", "summary.md", "comparison.json", "audio")
@@ -43,6 +59,10 @@ FILES = ("index.html", "summary.md", "comparison.json", "audio")
 _MARK = {"pass": "✅ pass", "regressed": "❌ regressed", "incomparable": "⚠️ incomparable"}
 _SYMBOL = {"pass": "✓ pass", "regressed": "✗ regressed", "incomparable": "⚠ incomparable"}
 _EDIT = re.compile(r"\[([^\[\]→]*)→([^\[\]]*)\]|\[-([^\[\]]*)\]|\[\+([^\[\]]*)\]")
+# Every file the templates use: all must be there before anything is written.
+TEMPLATES = ("report.html.j2", "_macros.html.j2", "report.css", "summary.md.j2")
+# Installed: the package evalkit_reports (reports/templates/ in the source tree, as package data).
+_TEMPLATE_PACKAGE = "evalkit_reports"
 
 
 def arrow(higher_is_better: bool | None) -> str:
@@ -60,10 +80,11 @@ def _worst_title(m: MetricDelta) -> str:
     return "Most changed utterances" if m.higher_is_better is None else "Worst-regressed utterances"
 
 
-def worst_metric(result: Comparison, worst_by: str) -> MetricDelta | None:
+def worst_metric(result: Comparison, worst_by: str | None) -> MetricDelta | None:
     """The key that ranks utterances: `worst_by` when compared, else the first that got worse."""
     by_key = {m.key: m for m in result.metrics}
-    return by_key.get(worst_by) or next((m for m in result.metrics if m.direction == "worse"), None)
+    return (by_key.get(worst_by) if worst_by is not None else None) or next(
+        (m for m in result.metrics if m.direction == "worse"), None)
 
 
 def worst_utterances(m: MetricDelta | None, k: int = WORST) -> list[tuple[str, float, float]]:
@@ -80,19 +101,19 @@ def worst_utterances(m: MetricDelta | None, k: int = WORST) -> list[tuple[str, f
 
 
 def write(out_dir: Path, candidate: LoadedRun, baseline: LoadedRun, result: Comparison | Incomparable,
-          verdict: Verdict, worst_by: str = "cer") -> Path:
+          verdict: Verdict, worst_by: str | None = None, *, templates: Path | None = None) -> Path:
+    """Writes the report into out_dir. `worst_by` None: the candidate's first declared headline
+    that was compared (`view`). `templates`: a template folder other than `template_dir()`'s."""
+    env = _Templates(templates or template_dir())  # missing templates fail before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in FILES)
     if foreign:  # the folder is rewritten: never one that holds anything but an earlier report
         raise EvalkitError(f"{out_dir} holds other files ({', '.join(foreign[:3])}); choose an empty --out")
     shutil.rmtree(out_dir / "audio", ignore_errors=True)  # no stale clips from an earlier report
-    m = worst_metric(result, worst_by) if isinstance(result, Comparison) else None
-    worst = worst_utterances(m)
-    md = markdown(candidate, baseline, result, verdict, m, worst)
-    (out_dir / "summary.md").write_text(md, encoding="utf-8")
-    page = _html(out_dir, candidate, baseline, result, verdict, m, worst)
-    (out_dir / "index.html").write_text(page, encoding="utf-8")
-    doc = record.jsonable(_as_json(candidate, baseline, result, verdict))
+    model = view(out_dir, candidate, baseline, result, verdict, worst_by)
+    (out_dir / "summary.md").write_text(env.render("summary.md.j2", model), encoding="utf-8")
+    (out_dir / "index.html").write_text(env.render("report.html.j2", model), encoding="utf-8")
+    doc = record.jsonable(_as_json(model, result, verdict))
     (out_dir / "comparison.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
     return out_dir / "index.html"
 
@@ -123,68 +144,343 @@ def _gate(verdict: Verdict, m: MetricDelta) -> str:
     return "none" if v is None or v.gate is None else f"≤ {fmt(v.allowed)} worse"
 
 
-def _md(s) -> str:
-    """Plain text inside a Markdown table cell: no markup, no broken columns."""
-    s = " ".join(str(s).split())
-    return re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", s)
+def _direction_words(higher_is_better: bool | None) -> str:
+    if higher_is_better is None:
+        return "no direction: neither way is better"
+    return "higher is better" if higher_is_better else "lower is better"
 
 
-def _rows(run: LoadedRun) -> dict[str, dict]:
-    return {r["id"]: r for r in run.rows}
+# The view model: what the templates see, every value a formatted string (or a number, a flag).
+
+@dataclass(frozen=True)
+class RunView:
+    label: str
+    source: str
+    run_id: str | None  # summary.json's run_id (comparison.json only)
+    mlflow_run_id: str | None
 
 
-def markdown(candidate, baseline, result, verdict, m, worst) -> str:
-    lines = [f"## evalkit: {_MARK[verdict.status]}", "",
-             f"Candidate {_md(candidate.label)} vs baseline {_md(baseline.label)} "
-             f"(baseline: {_md(baseline.source)}), suite {_md(candidate.summary['suite']['name'])}."]
-    if verdict.reasons:
-        lines += ["", "**Incomparable:**" if verdict.status == "incomparable" else "**Regressions:**"]
-        lines += [f"- {_md(r)}" for r in verdict.reasons]
-    if isinstance(result, Incomparable):
-        return "\n".join(lines) + "\n"
-    lines += ["", f"{result.paired} paired utterances; gates: {_md(verdict.gates_source)}.", "",
-              "| metric | baseline | candidate | Δ | 95% CI | p | gate | status |",
-              "|---|---:|---:|---:|---|---:|---|---|"]
-    for d in result.metrics:
-        lines.append(f"| {_md(d.key)} {arrow(d.higher_is_better)} | {fmt(d.baseline_mean)} | {fmt(d.candidate_mean)} "
-                     f"| {fmt(d.delta, True)} | {ci_text(d)} | {fmt(d.p_value)} | {_gate(verdict, d)} "
-                     f"| {metric_status(verdict, d)} |")
-    if worst:
-        cand, base = _rows(candidate), _rows(baseline)
-        lines += ["", f"### {_worst_title(m)} (by {_md(m.key)})", "",
-                  f"| id | {_md(m.key)} baseline → candidate | text | baseline transcript | candidate transcript |",
-                  "|---|---|---|---|---|"]
-        for uid, c, b in worst:
-            lines.append(f"| {_md(uid)} | {fmt(b)} → {fmt(c)} ({fmt(c - b, True)}) | {_md(cand[uid].get('text', ''))} "
-                         f"| {_md(base[uid].get('transcript') or '')} | {_md(cand[uid].get('transcript') or '')} |")
-    if result.new_failures:
-        lines += ["", "### New failures", ""] + [f"- {_md(f.utterance_id)}: {_md(f.reason)}" for f in result.new_failures]
-    lines += ["", f"<sub>evalkit {__version__}: paired bootstrap CI ({result.resamples} resamples, seed "
-                  f"{result.seed}), two-sided Wilcoxon signed-rank p.</sub>"]
-    return "\n".join(lines) + "\n"
+@dataclass(frozen=True)
+class SuiteView:
+    name: str
+    version: str
+    language: str
 
 
-def _e(s) -> str:
-    return html.escape(str(s), quote=True)
+@dataclass(frozen=True)
+class MetricRow:
+    key: str
+    arrow: str  # ↑ ↓ ↕
+    direction_words: str
+    css_class: str  # the status's first word: regressed, worse, better, same, changed
+    baseline: str
+    candidate: str
+    delta: str
+    delta_pct: str
+    ci: str
+    p: str
+    gate: str
+    status: str
 
 
-def _alignment(s: str | None) -> str:
-    """The intelligibility alignment ([a→b], [-a], [+b]) with the edits highlighted."""
-    if not s:
-        return ""
+@dataclass(frozen=True)
+class Edit:
+    """A piece of an inline alignment: kind "same" (text as is), "sub" (text → new), "del", "ins"."""
+
+    kind: str
+    text: str
+    new: str = ""
+
+
+@dataclass(frozen=True)
+class Take:
+    """One run's side of an utterance: kind candidate or baseline."""
+
+    kind: str
+    transcript: str
+    alignments: tuple[tuple[Edit, ...], ...]  # one per ComparisonView.alignment_columns
+    audio: str | None  # relative to the report folder
+
+
+@dataclass(frozen=True)
+class Utterance:
+    uid: str
+    head: str  # beside the id: the change that ranked it, or why it failed
+    change: str  # "b → c (Δ)" for the Markdown table ("" for a new failure)
+    text: str
+    candidate: Take
+    baseline: Take
+    reference_audio: str | None
+
+    @property
+    def takes(self) -> tuple[Take, Take]:
+        return self.candidate, self.baseline
+
+
+@dataclass(frozen=True)
+class Ranking:
+    title: str  # Worst-regressed utterances / Most changed utterances
+    key: str
+    empty: str | None  # the sentence shown when no utterance got worse (or changed)
+    utterances: tuple[Utterance, ...]
+
+
+@dataclass(frozen=True)
+class Plot:
+    key: str
+    uri: str  # data:image/svg+xml;base64,...
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    paired: int
+    metrics: tuple[MetricRow, ...]
+    notes: tuple[str, ...]
+    pct_left_out: bool  # some Δ % shown as "–"
+    reference_note: str | None
+    alignment_columns: tuple[str, ...]
+    new_failures: tuple[Utterance, ...]
+    ranking: Ranking | None
+    plots: tuple[Plot, ...]
+    identical: tuple[str, ...]  # keys equal on every utterance (no plot)
+    resamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ReportView:
+    status: str  # pass, regressed, incomparable
+    symbol: str  # for HTML
+    mark: str  # for Markdown (emoji)
+    candidate: RunView
+    baseline: RunView
+    suite: SuiteView  # the candidate's
+    lang: str  # <html lang>
+    reasons: tuple[str, ...]
+    gates_source: str
+    version: str
+    comparison: ComparisonView | None  # None: incomparable
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """What one metric declared for display."""
+
+    name: str
+    alignments: tuple[str, ...]
+    headline: str | None
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the report reads from one run."""
+
+    run: RunView
+    suite: SuiteView
+    lang: str
+    rows: Mapping[str, Row]  # by utterance id
+    metrics: tuple[_Declared, ...]
+
+
+def _facts(run: LoadedRun) -> _Facts:
+    """Everything the report reads from a run's summary and rows (with _references, the only
+    places that know the run record's shape). Declarations of older runs may be missing or
+    malformed: they count as none."""
+    s = run.summary
+    declared = tuple(_Declared(name, m.alignments, m.headline) for name, m in s.metrics.items())
+    return _Facts(RunView(run.label, run.source, s.run_id, run.mlflow_run_id),
+                  SuiteView(s.suite.name, s.suite.version, s.suite.language),
+                  s.suite.language or "en", {r.utterance_id: r for r in run.rows}, declared)
+
+
+def _references(run: LoadedRun) -> tuple[dict[str, Path], str | None]:
+    """The candidate's reference clips, and a note when it names references that are not played."""
+    from .runs import reference_paths
+
+    try:
+        refs = reference_paths(run.summary, [r.utterance_id for r in run.rows])
+    except Exception:  # listening aids only: a missing or changed suite must not cost the report
+        refs = {}
+    if refs or run.summary.reference.kind == "none":
+        return refs, None
+    return refs, ("Reference audio is not played: it could not be verified as the audio the candidate "
+                  "was scored against (its reference digest does not match, or it is gone).")
+
+
+def _display_columns(result: Comparison, candidate: _Facts, baseline: _Facts) -> tuple[tuple[str, ...], str | None]:
+    """The alignment columns of the metrics compared (the candidate's declarations first) and the
+    first declared headline that was compared (the candidate's, else the baseline's)."""
+    metrics, keys = {m.metric for m in result.metrics}, {m.key for m in result.metrics}
+    columns: list[str] = []
+    headline = None
+    for d in (*candidate.metrics, *baseline.metrics):
+        if d.name not in metrics:
+            continue
+        columns += [a for a in d.alignments if a not in columns]
+        if headline is None and d.headline in keys:
+            headline = d.headline
+    return tuple(columns), headline
+
+
+def edits(s) -> tuple[Edit, ...]:
+    """An inline edit alignment ([a→b], [-a], [+b]) as pieces; anything but a string is empty."""
+    if not isinstance(s, str) or not s:
+        return ()
     out, pos = [], 0
     for hit in _EDIT.finditer(s):
-        out.append(_e(s[pos:hit.start()]))
+        if hit.start() > pos:
+            out.append(Edit("same", s[pos:hit.start()]))
         sub_a, sub_b, dele, ins = hit.groups()
         if dele is not None:
-            out.append(f'<del title="deleted">{_e(dele)}</del>')
+            out.append(Edit("del", dele))
         elif ins is not None:
-            out.append(f'<ins title="inserted">{_e(ins)}</ins>')
+            out.append(Edit("ins", ins))
         else:
-            out.append(f'<span class="sub" title="substituted">{_e(sub_a)}→{_e(sub_b)}</span>')
+            out.append(Edit("sub", sub_a, sub_b))
         pos = hit.end()
-    return "".join(out) + _e(s[pos:])
+    if pos < len(s):
+        out.append(Edit("same", s[pos:]))
+    return tuple(out)
 
+
+def _text(v) -> str:
+    return "" if v is None else str(v)
+
+
+def view(out_dir: Path, candidate: LoadedRun, baseline: LoadedRun, result: Comparison | Incomparable,
+         verdict: Verdict, worst_by: str | None = None) -> ReportView:
+    """The view model of a report; copies the clips it plays into out_dir/audio/."""
+    cand, base = _facts(candidate), _facts(baseline)
+    comparison = None
+    if isinstance(result, Comparison):
+        columns, headline = _display_columns(result, cand, base)
+        refs, ref_note = _references(candidate)
+
+        def utterance(uid: str, head: str, change: str = "") -> Utterance:
+            c, b = cand.rows.get(uid) or Row(uid, "", ()), base.rows.get(uid) or Row(uid, "", ())
+            players = {kind: _copy_audio(out_dir, src, kind, uid) for kind, src in
+                       (("candidate", candidate.audio_path(c)), ("baseline", baseline.audio_path(b)),
+                        ("reference", refs.get(uid)))}
+            take = {kind: Take(kind, _text(row.texts.get("transcript", "")),
+                               tuple(edits(row.texts.get(a)) for a in columns), players[kind])
+                    for kind, row in (("candidate", c), ("baseline", b))}
+            return Utterance(uid, head, change, _text(c.text), take["candidate"], take["baseline"],
+                             players["reference"])
+
+        ranking = None
+        m = worst_metric(result, worst_by or headline)
+        if m is not None:
+            worst = worst_utterances(m)
+            moved = "changed" if m.higher_is_better is None else "got worse"
+            ranking = Ranking(_worst_title(m), m.key, None if worst else f"No utterance {moved} on {m.key}.",
+                              tuple(utterance(uid, f"{m.key} {_change(c, b)}", _change(c, b)) for uid, c, b in worst))
+        changed = [d for d in result.metrics if any(c != b for _, c, b in d.pairs)]
+        comparison = ComparisonView(
+            paired=result.paired,
+            metrics=tuple(_metric_row(verdict, d) for d in result.metrics),
+            notes=tuple(verdict.notes),
+            pct_left_out=any(not math.isfinite(d.rel_delta) for d in result.metrics),
+            reference_note=ref_note,
+            alignment_columns=columns,
+            new_failures=tuple(utterance(f.utterance_id, _text(f.reason)) for f in result.new_failures),
+            ranking=ranking,
+            plots=tuple(Plot(d.key, _plot(d)) for d in changed),
+            identical=tuple(d.key for d in result.metrics if d not in changed),
+            resamples=result.resamples, seed=result.seed)
+    return ReportView(status=verdict.status, symbol=_SYMBOL[verdict.status], mark=_MARK[verdict.status],
+                      candidate=cand.run, baseline=base.run, suite=cand.suite, lang=cand.lang,
+                      reasons=tuple(verdict.reasons), gates_source=_text(verdict.gates_source),
+                      version=__version__, comparison=comparison)
+
+
+def _change(c: float, b: float) -> str:
+    return f"{fmt(b)} → {fmt(c)} ({fmt(c - b, True)})"
+
+
+def _metric_row(verdict: Verdict, d: MetricDelta) -> MetricRow:
+    st = metric_status(verdict, d)
+    return MetricRow(key=d.key, arrow=arrow(d.higher_is_better), direction_words=_direction_words(d.higher_is_better),
+                     css_class=st.split(",")[0], baseline=fmt(d.baseline_mean), candidate=fmt(d.candidate_mean),
+                     delta=fmt(d.delta, True), delta_pct=pct(d), ci=ci_text(d), p=fmt(d.p_value),
+                     gate=_gate(verdict, d), status=st)
+
+
+# Templates.
+
+def template_dir() -> Path:
+    """The folder of the report templates: the installed package data (evalkit_reports), else
+    reports/templates/ of the source tree this module sits in (an editable install). One line of
+    EvalkitError when neither holds them all."""
+    places: list[Path] = []
+    try:
+        spec = importlib.util.find_spec(_TEMPLATE_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None:
+        places += [Path(p) for p in (spec.submodule_search_locations or ())]
+    places.append(Path(__file__).resolve().parent.parent / "reports" / "templates")
+    for place in places:
+        if all((place / name).is_file() for name in TEMPLATES):
+            return place
+    looked = []
+    for place in dict.fromkeys(places):
+        missing = [name for name in TEMPLATES if not (place / name).is_file()]
+        looked.append(f"{place} (no {', '.join(missing)})" if place.is_dir() else str(place))
+    raise EvalkitError(f"report templates are missing (looked in {' and '.join(looked)}): reinstall evalkit")
+
+
+class _Verbatim(str):
+    """A string the Markdown template prints as it is (a number or interval the report formatted)."""
+
+
+def md(s) -> str:
+    """Plain text inside a Markdown table cell: no markup, no broken columns."""
+    if isinstance(s, _Verbatim):
+        return s
+    s = " ".join(str(s).split())
+    return _Verbatim(re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", s))
+
+
+class _Templates:
+    """The two Jinja2 environments over one template folder: HTML autoescaped, Markdown escaped by
+    `md` unless marked `verbatim`; both with StrictUndefined (a misspelt field fails loudly)."""
+
+    def __init__(self, folder: Path):
+        try:
+            import jinja2
+        except ImportError:
+            raise EvalkitError("evalkit report needs Jinja2: pip install 'jinja2>=3.1'") from None
+        missing = [name for name in TEMPLATES if not (folder / name).is_file()]
+        if missing:
+            raise EvalkitError(f"report templates are missing in {folder}: {', '.join(missing)}")
+        loader = jinja2.FileSystemLoader(str(folder))
+
+        def environment(autoescape: bool, finalize=None) -> jinja2.Environment:
+            return jinja2.Environment(loader=loader, autoescape=autoescape, finalize=finalize,
+                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                      keep_trailing_newline=True, auto_reload=False)
+
+        self.html = environment(autoescape=True)
+        self.md = environment(autoescape=False, finalize=md)
+        self.md.filters["md"] = md
+        self.md.filters["verbatim"] = lambda s: _Verbatim(s)
+        self.folder = folder
+
+    def render(self, name: str, model: ReportView) -> str:
+        import jinja2
+
+        env = self.md if name.endswith(".md.j2") else self.html
+        try:
+            return env.get_template(name).render(report=model)
+        except jinja2.TemplateNotFound as exc:
+            raise EvalkitError(f"report template {exc.name} is missing in {self.folder}") from None
+        except jinja2.TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            where = f"{name}:{line}" if line else name
+            raise EvalkitError(f"report template {where} in {self.folder} failed: {first_line(exc)}") from None
+
+
+# Files beside the page: audio clips and plots.
 
 def _copy_audio(out_dir: Path, src: Path | None, kind: str, uid: str) -> str | None:
     """Copies a clip that the callers vetted (audio_path, reference_paths); only a regular file,
@@ -204,25 +500,6 @@ def _copy_audio(out_dir: Path, src: Path | None, kind: str, uid: str) -> str | N
     return rel.as_posix()
 
 
-def _player(rel: str | None) -> str:
-    return f'<audio controls preload="metadata" src="{_e(rel)}"></audio>' if rel else '<span class="muted">no audio</span>'
-
-
-def _utterance(out_dir, uid, candidate, baseline, refs, head: str) -> str:
-    c, b = _rows(candidate).get(uid, {}), _rows(baseline).get(uid, {})
-    players = {kind: _copy_audio(out_dir, src, kind, uid) for kind, src in
-               (("candidate", candidate.audio_path(c)), ("baseline", baseline.audio_path(b)),
-                ("reference", refs.get(uid)))}
-    rows = "".join(
-        f"<tr><th>{kind}</th><td>{_e(row.get('transcript') or '')}</td>"
-        f"<td class=align>{_alignment(row.get('cer_alignment'))}</td><td>{_player(players[kind])}</td></tr>"
-        for kind, row in (("candidate", c), ("baseline", b)))
-    if players["reference"]:
-        rows += f"<tr><th>reference</th><td></td><td></td><td>{_player(players['reference'])}</td></tr>"
-    return (f'<section class="utt"><h3>{_e(uid)} <small>{head}</small></h3><p class="text">{_e(c.get("text", ""))}</p>'
-            f"<table><tr><th></th><th>transcript</th><th>ASR errors vs text</th><th>audio</th></tr>{rows}</table></section>")
-
-
 def _plot(m: MetricDelta) -> str:
     """Distribution (candidate vs baseline) and sorted per-utterance deltas, as an SVG data URI."""
     import matplotlib
@@ -240,7 +517,8 @@ def _plot(m: MetricDelta) -> str:
                     showfliers=False)
         jitter = np.random.default_rng(0).uniform(-0.15, 0.15, size=(2, len(d)))
         ax1.scatter(b, 1 + jitter[0], s=9, color="#777", alpha=0.7, zorder=3)
-        ax1.scatter(c, 2 + jitter[1], s=9, color="#c0392b" if m.direction == "worse" else "#2471a3", alpha=0.7, zorder=3)
+        ax1.scatter(c, 2 + jitter[1], s=9, color="#c0392b" if m.direction == "worse" else "#2471a3", alpha=0.7,
+                    zorder=3)
         ax1.set_title(f"{m.key} ({_direction_words(m.higher_is_better)})")
         order = np.argsort(-worse, kind="stable")
         if m.higher_is_better is None:  # neither side is worse: one neutral colour
@@ -260,99 +538,14 @@ def _plot(m: MetricDelta) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _direction_words(higher_is_better: bool | None) -> str:
-    if higher_is_better is None:
-        return "no direction: neither way is better"
-    return "higher is better" if higher_is_better else "lower is better"
-
-
-_CSS = """body{font-family:system-ui,"Noto Sans","NanumGothic","Apple SD Gothic Neo",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
-.verdict{padding:1rem 1.5rem;border-radius:8px;margin-bottom:1.5rem}.pass{background:#e8f6ec}.regressed{background:#fdecea}.incomparable{background:#fff4e0}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .55rem;text-align:left;vertical-align:top}
-td.num{text-align:right;font-variant-numeric:tabular-nums}tr.regressed td{background:#fdecea}tr.worse td{background:#fff8e6}
-.utt{border-top:1px solid #ccc;margin-top:1rem}.text{font-size:1.05rem}.align{font-family:ui-monospace,monospace}
-del{background:#f5b7b1}ins{background:#abebc6;text-decoration:none}.sub{background:#f9e79f}.muted{color:#888}
-img.plot{display:block;max-width:100%;margin:.5rem 0}footer{margin-top:2rem;color:#666;font-size:.85rem}"""
-
-
-def _html(out_dir, candidate, baseline, result, verdict, m, worst) -> str:
-    s = candidate.summary["suite"]
-    parts = [f'<header class="verdict {verdict.status}"><h1>{_e(_SYMBOL[verdict.status])}</h1>'
-             f"<p>Candidate <b>{_e(candidate.label)}</b> <small>{_e(candidate.source)}</small><br>"
-             f"Baseline <b>{_e(baseline.label)}</b> <small>{_e(baseline.source)}</small><br>"
-             f"Suite <b>{_e(s['name'])}</b> v{_e(s.get('version', ''))} ({_e(s.get('language', ''))})</p>"]
-    if verdict.reasons:
-        parts.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in verdict.reasons) + "</ul>")
-    parts.append("</header>")
-    if isinstance(result, Comparison):
-        parts.append(f"<h2>Metrics</h2><p>{result.paired} paired utterances. Gates: {_e(verdict.gates_source)}.</p>"
-                     "<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>Δ</th><th>Δ %</th>"
-                     "<th>95% CI of Δ</th><th>p (Wilcoxon)</th><th>gate</th><th>status</th></tr>")
-        for d in result.metrics:
-            st = metric_status(verdict, d)
-            parts.append(f'<tr class="{_e(st.split(",")[0])}"><td title="{_e(_direction_words(d.higher_is_better))}">'
-                         f'{_e(d.key)} {arrow(d.higher_is_better)}</td>'
-                         + "".join(f"<td class=num>{v}</td>" for v in (
-                             fmt(d.baseline_mean), fmt(d.candidate_mean), fmt(d.delta, True),
-                             _e(pct(d)), _e(ci_text(d)), fmt(d.p_value)))
-                         + f"<td>{_e(_gate(verdict, d))}</td><td>{_e(st)}</td></tr>")
-        parts.append("</table>")
-        parts += [f"<p class=muted>{_e(n)}</p>" for n in verdict.notes]
-        if any(not math.isfinite(d.rel_delta) for d in result.metrics):
-            parts.append("<p class=muted>Δ % is left out (–) where the baseline mean is within one standard "
-                         "deviation of the per-utterance values from zero: a percentage of it would be noise.</p>")
-        refs, ref_note = _references(candidate)
-        if ref_note:
-            parts.append(f"<p class=muted>{_e(ref_note)}</p>")
-        if result.new_failures:
-            parts.append("<h2>New failures</h2>")
-            parts += [_utterance(out_dir, f.utterance_id, candidate, baseline, refs, _e(f.reason))
-                      for f in result.new_failures]
-        if m is not None:
-            parts.append(f"<h2>{_worst_title(m)} (by {_e(m.key)})</h2>")
-            if not worst:
-                moved = "changed" if m.higher_is_better is None else "got worse"
-                parts.append(f"<p>No utterance {moved} on {_e(m.key)}.</p>")
-            parts += [_utterance(out_dir, uid, candidate, baseline, refs,
-                                 f"{_e(m.key)} {fmt(b)} → {fmt(c)} ({fmt(c - b, True)})") for uid, c, b in worst]
-        changed = [d for d in result.metrics if any(c != b for _, c, b in d.pairs)]
-        parts.append("<h2>Distributions and per-utterance deltas</h2>")
-        parts += [f'<img class="plot" alt="{_e(d.key)}: distributions and per-utterance deltas" src="{_plot(d)}">'
-                  for d in changed]
-        unchanged = [d.key for d in result.metrics if d not in changed]
-        if unchanged:  # a plot of identical values shows nothing
-            parts.append(f"<p class=muted>Identical on every utterance: {_e(', '.join(unchanged))}.</p>")
-        parts.append(f"<footer>evalkit {_e(__version__)} · paired over utterance ids · 95% percentile bootstrap CI "
-                     f"({result.resamples} resamples, seed {result.seed}) · two-sided Wilcoxon signed-rank p</footer>")
-    lang = _e(s.get("language", "en"))
-    return (f'<!doctype html>\n<html lang="{lang}"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>evalkit report: {_e(verdict.status)} · {_e(s['name'])}</title><style>{_CSS}</style></head>"
-            f"<body>{''.join(parts)}</body></html>\n")
-
-
-def _references(run: LoadedRun) -> tuple[dict[str, Path], str | None]:
-    """The candidate's reference clips, and a note when it names references that are not played."""
-    from .runs import reference_paths
-
-    try:
-        refs = reference_paths(run.summary, [r.get("id") for r in run.rows if r.get("id") is not None])
-    except Exception:  # listening aids only: a missing or changed suite must not cost the report
-        refs = {}
-    named = str((run.summary.get("params") or {}).get("reference") or "none")
-    if refs or named == "none":
-        return refs, None
-    return refs, ("Reference audio is not played: it could not be verified as the audio the candidate "
-                  "was scored against (its reference digest does not match, or it is gone).")
-
-
-def _as_json(candidate, baseline, result, verdict) -> dict:
-    out = {"verdict": verdict.status, "reasons": list(verdict.reasons), "notes": list(verdict.notes),
-           "gates": verdict.gates_source,
-           "candidate": {"source": candidate.source, "mlflow_run_id": candidate.mlflow_run_id,
-                         "run_id": candidate.summary.get("run_id")},
-           "baseline": {"source": baseline.source, "mlflow_run_id": baseline.mlflow_run_id,
-                        "run_id": baseline.summary.get("run_id")}}
+def _as_json(model: ReportView, result: Comparison | Incomparable, verdict: Verdict) -> dict:
+    out: dict[str, Any] = {
+        "verdict": verdict.status, "reasons": list(verdict.reasons), "notes": list(verdict.notes),
+        "gates": verdict.gates_source,
+        "candidate": {"source": model.candidate.source, "mlflow_run_id": model.candidate.mlflow_run_id,
+                      "run_id": model.candidate.run_id},
+        "baseline": {"source": model.baseline.source, "mlflow_run_id": model.baseline.mlflow_run_id,
+                     "run_id": model.baseline.run_id}}
     if isinstance(result, Comparison):
         out["paired"] = result.paired
         # delta_pct: 100 * delta / |baseline|, null where the report shows no Δ % (baseline near zero).

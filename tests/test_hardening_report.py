@@ -10,6 +10,7 @@ run folder here is a copy of the Piper run, edited the way a colleague's folder 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -20,13 +21,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from evalkit import compare as cmp
 from evalkit import gates as gates_mod
 from evalkit import report as report_mod
+from evalkit.record import ReferenceInfo, RunRecord
 from evalkit.runs import LoadedRun
+from evalkit.types import Row
 
 LIMIT = 3
 
@@ -113,7 +116,7 @@ def test_report_copies_no_foreign_audio(made, tmp_path):
     secrets[sha(secret_wav(root / "elsewhere" / "secret-link.wav", 12))] = "symlink"
 
     def point_reference(s):
-        s["params"]["reference"] = f"folder:{secret_refs}"  # the recorded digest stays the run's
+        s["reference"]["location"] = str(secret_refs)  # the recorded digest stays the run's
 
     copy_run(made.piper, cand, shift={"mel_dtw": 1.0}, summary_edit=point_reference)
     rows = read_rows(cand)
@@ -173,11 +176,12 @@ def test_reference_paths_need_the_recorded_digest(made, tmp_path):
     the folder, and the references are not used."""
     from evalkit.runs import reference_paths
 
-    summary = json.loads(json.dumps(made.summary))
+    summary = RunRecord.from_json(made.summary)
+    assert summary.reference.kind == "folder"
     assert set(reference_paths(summary, made.ids)) == set(made.ids)
     folder = tmp_path / "refs"
     shutil.copytree(made.refs / "audio", folder)
-    summary["params"]["reference"] = f"folder:{folder}"
+    summary = dataclasses.replace(summary, reference=dataclasses.replace(summary.reference, location=str(folder)))
     assert set(reference_paths(summary, made.ids)) == set(made.ids)  # moved, same bytes: still the references
     outside = tmp_path / "outside.wav"
     shutil.copyfile(folder / f"{made.ids[0]}.wav", outside)
@@ -188,8 +192,7 @@ def test_reference_paths_need_the_recorded_digest(made, tmp_path):
     shutil.copyfile(outside, folder / f"{made.ids[0]}.wav")
     secret_wav(folder / f"{made.ids[1]}.wav", 30)  # one clip replaced
     assert reference_paths(summary, made.ids) == {}
-    summary["tags"]["evalkit.reference_digest"] = ""
-    summary["params"]["reference"] = "folder:/etc"
+    summary = dataclasses.replace(summary, reference=ReferenceInfo("folder", "/etc", ""))
     assert reference_paths(summary, ["passwd", "hostname"]) == {}
 
 
@@ -257,7 +260,7 @@ def _run(values: dict[str, list[float]], directions: dict[str, bool | None], sou
                "suite": {"name": "s", "digest": "d", "language": "en", "version": "1"},
                "metrics": {"m": {"version": "1", "higher_is_better": dict(directions)}},
                "aggregates": {f"{k}/mean": float(np.mean(v)) for k, v in values.items()}}
-    return LoadedRun(summary, rows, None, None, f"test:{source}")
+    return LoadedRun(RunRecord.from_json(summary), [Row.from_json(r) for r in rows], None, None, f"test:{source}")
 
 
 def _delta(base: list[float], cand: list[float], higher: bool | None = False, key: str = "cer") -> cmp.MetricDelta:
@@ -282,7 +285,8 @@ def test_delta_percent_not_shown_for_a_near_zero_baseline(tmp_path):
     assert math.isnan(cmp.relative_change(0.0, 0.01, 0.0))
 
     # In the report: the HTML cell is empty, comparison.json says null, and the raw ratio is nowhere.
-    cand, base = _run({"cer": [0, 0.05, 0.025, 0.03, 0]}, {"cer": False}, "c"), _run({"cer": [0, 0, 0.025, 0, 0]}, {"cer": False}, "b")
+    cand = _run({"cer": [0, 0.05, 0.025, 0.03, 0]}, {"cer": False}, "c")
+    base = _run({"cer": [0, 0, 0.025, 0, 0]}, {"cer": False}, "b")
     result = cmp.compare(cand, base)
     report_mod.write(tmp_path / "r", cand, base, result, gates_mod.judge(result, gates_mod.BUILTIN))
     page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
@@ -377,3 +381,46 @@ def test_report_on_real_runs_shows_duration_ratio_without_direction(made, tmp_pa
     assert "### Most changed utterances (by duration\\_ratio)" in md
     assert "duration_ratio ↕" in proc.stdout and "mel_dtw ↓" in proc.stdout
     assert "duration_ratio ↕" in (out / "index.html").read_text(encoding="utf-8")
+
+
+# f. The display columns come from what the metrics declare.
+
+@pytest.mark.slow
+def test_report_uses_declared_alignments_and_headline(made, tmp_path):
+    """A copy of the real Piper run whose mel_dtw declares an alignment column and duration_ratio
+    as its headline, through the real CLI without --worst-by; and the same copy without the
+    declarations (an older run folder): no alignment column, ranked by the first key that got worse."""
+    def declare(s):
+        s["metrics"]["mel_dtw"]["alignments"] = ["mel_alignment"]
+        s["metrics"]["mel_dtw"]["headline"] = "duration_ratio"
+
+    def undeclare(s):
+        s["metrics"]["mel_dtw"].pop("alignments", None)
+        s["metrics"]["mel_dtw"].pop("headline", None)
+
+    outs = {}
+    for name, edit in (("declared", declare), ("older", undeclare)):
+        base = copy_run(made.piper, tmp_path / "runs" / f"{name}-base", summary_edit=undeclare)
+        cand = copy_run(made.piper, tmp_path / "runs" / name, shift={"mel_dtw": 0.5}, summary_edit=edit)
+        rows = read_rows(cand)
+        for r, by in zip(rows, (0.1, 0.5, 0.3), strict=True):
+            r["duration_ratio"] += by
+            r["mel_alignment"] = f"{r['id']} [a→<b>] [-c]"
+        write_rows(cand, rows)
+        outs[name] = tmp_path / f"report-{name}"
+        _ok(run_cli("report", "--candidate", str(cand), "--baseline", str(base), "--out", str(outs[name])),
+            f"report on the {name} run")
+
+    md = (outs["declared"] / "summary.md").read_text(encoding="utf-8")
+    assert "### Most changed utterances (by duration\\_ratio)" in md
+    assert [line.split(" | ")[0][2:] for line in md.splitlines() if line.startswith("| en-base")] == \
+        [made.ids[1], made.ids[2], made.ids[0]]
+    page = (outs["declared"] / "index.html").read_text(encoding="utf-8")
+    assert page.count("<th>ASR errors vs text</th>") == LIMIT
+    edited = f'{made.ids[0]} <span class="sub" title="substituted">a→&lt;b&gt;</span> <del title="deleted">c</del>'
+    assert edited in page
+
+    md = (outs["older"] / "summary.md").read_text(encoding="utf-8")
+    assert "### Worst-regressed utterances (by mel\\_dtw)" in md
+    page = (outs["older"] / "index.html").read_text(encoding="utf-8")
+    assert "ASR errors vs text" not in page and "class=align" not in page

@@ -4,6 +4,7 @@ Whisper base, DNSMOS, a real MLflow sqlite store, and the HTML opened in headles
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -36,7 +37,7 @@ class NoisyPiper(PiperAdapter):
 
     def synthesize(self, requests):
         out = []
-        for req, clip in zip(requests, super().synthesize(requests)):
+        for req, clip in zip(requests, super().synthesize(requests), strict=True):
             seed = int.from_bytes(hashlib.sha256(req.utterance_id.encode()).digest()[:4], "little")
             x = clip.samples.astype(np.float64)
             noisy = x + np.random.default_rng(seed).standard_normal(x.size) * np.sqrt(np.mean(x ** 2))
@@ -124,6 +125,8 @@ def test_degraded_candidate_regresses(runs, tmp_path):
     assert re.search(r"cer ↓.*worse", out) and re.search(r"dnsmos_ovrl ↑.*worse", out)
 
     report = tmp_path / "report"
+    # No --worst-by: the first headline the candidate's metrics declare, intelligibility's cer
+    # (--metrics names it first).
     code, out, err = evalkit("report", "--candidate", str(runs.noisy), "--baseline", str(runs.baseline),
                              "--out", str(report), "--fail-on-regression")
     assert code == 1, err
@@ -165,9 +168,10 @@ def test_degraded_candidate_regresses(runs, tmp_path):
 
 
 def html_escaped(s: str) -> str:
-    import html
+    """As Jinja2's autoescape writes it (markupsafe: ' as &#39;, " as &#34;)."""
+    from markupsafe import escape
 
-    return html.escape(s, quote=True)
+    return str(escape(s))
 
 
 @pytest.mark.slow
@@ -206,7 +210,8 @@ def test_named_baseline_latest_and_mlflow_ids(runs, tmp_path):
     code, out, err = evalkit("report", "--candidate", str(runs.same), "--baseline", "tag:nightly",
                              "--out", str(tmp_path / "tagged"), "--fail-on-regression")
     assert code == 0, err
-    assert json.loads((tmp_path / "tagged" / "comparison.json").read_text())["baseline"]["mlflow_run_id"] == runs.baseline_id
+    tagged = json.loads((tmp_path / "tagged" / "comparison.json").read_text())
+    assert tagged["baseline"]["mlflow_run_id"] == runs.baseline_id
 
     # Moving the name takes it off the old run.
     code, out, err = evalkit("baseline", "set", runs.noisy_id, "--name", "nightly", "--tracking-uri", runs.uri)
@@ -226,7 +231,8 @@ def test_named_baseline_latest_and_mlflow_ids(runs, tmp_path):
     code, out, err = evalkit("report", "--candidate", runs.noisy_id, "--baseline", runs.baseline_id,
                              "--tracking-uri", runs.uri, "--out", str(tmp_path / "by-id"))
     assert code == 0 and "verdict: regressed" in out, err
-    played = re.findall(r'<audio controls preload="metadata" src="([^"]+)"', (tmp_path / "by-id" / "index.html").read_text())
+    by_id = (tmp_path / "by-id" / "index.html").read_text()
+    played = re.findall(r'<audio controls preload="metadata" src="([^"]+)"', by_id)
     assert played and all((tmp_path / "by-id" / src).is_file() for src in played)  # audio came from MLflow
 
     local = tmp_path / "local-only"
@@ -243,8 +249,10 @@ def test_report_escapes_text_and_keeps_korean(tmp_path):
     import soundfile
 
     from evalkit import compare, gates, report
+    from evalkit.record import ReferenceInfo, RunRecord
     from evalkit.references import References
     from evalkit.runs import LoadedRun
+    from evalkit.types import Row
 
     def run(cer: float, transcript: str, folder: Path) -> LoadedRun:
         (folder / "audio").mkdir(parents=True)
@@ -253,16 +261,18 @@ def test_report_escapes_text_and_keeps_korean(tmp_path):
                "cer_alignment": "안녕[하→허]세요", "cer": cer, "audio": "audio/ko-1.wav", "failure": None}
         summary = {"run_id": folder.name * 8, "params": {"model": "m"}, "tags": {},
                    "suite": {"name": "ko-x", "digest": "d", "language": "ko", "version": "1"},
-                   "metrics": {"intelligibility": {"version": "2", "higher_is_better": {"cer": False}}},
+                   "metrics": {"intelligibility": {"version": "2", "higher_is_better": {"cer": False},
+                                                   "alignments": ["cer_alignment"], "headline": "cer"}},
                    "aggregates": {"cer/mean": cer}}
-        return LoadedRun(summary, [row], folder / "audio", None, f"folder:{folder}")
+        return LoadedRun(RunRecord.from_json(summary), [Row.from_json(row)], folder / "audio", None, f"folder:{folder}")
 
     cand, base = run(0.2, "안녕허세요 <b>", tmp_path / "cand"), run(0.0, "안녕하세요", tmp_path / "base")
     (tmp_path / "refs").mkdir()  # a --reference-run folder: its clip is played as the reference
     soundfile.write(tmp_path / "refs" / "ko-1.wav", np.zeros(800, dtype=np.float32), 16000)
-    cand.summary["params"]["reference"] = f"folder:{tmp_path / 'refs'}"
     # ... because it is what the run was scored against: the digest the run recorded.
-    cand.summary["tags"]["evalkit.reference_digest"] = References("", {"ko-1": tmp_path / "refs" / "ko-1.wav"}).digest
+    digest = References("", {"ko-1": tmp_path / "refs" / "ko-1.wav"}).digest
+    cand = dataclasses.replace(cand, summary=dataclasses.replace(
+        cand.summary, reference=ReferenceInfo("folder", str(tmp_path / "refs"), digest)))
     result = compare.compare(cand, base)
     verdict = gates.judge(result, gates.BUILTIN)
     out = tmp_path / "report"
@@ -319,7 +329,8 @@ PROBE = """JSON.stringify({
                 + document.querySelectorAll('svg').length,
   title: document.title})"""
 WAIT_FOR_MEDIA = """Promise.all([...document.querySelectorAll('audio')].map(a =>
-  a.readyState >= 1 || a.error ? 0 : new Promise(r => { a.onloadedmetadata = a.onerror = r; setTimeout(r, 10000); })))"""
+  a.readyState >= 1 || a.error ? 0
+    : new Promise(r => { a.onloadedmetadata = a.onerror = r; setTimeout(r, 10000); })))"""
 
 
 def open_in_chromium(index: Path, screenshot: Path, timeout: float = 60.0) -> dict:
