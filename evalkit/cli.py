@@ -6,17 +6,19 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from . import __version__, allocator, plugins, record, tracking
+from . import progress as progress_mod
 from . import suite as suite_mod
+from .console import err, out
 from .errors import EvalkitError, StageFailed, Terminated, TrackingError, first_line
 
 app = typer.Typer(help="Evaluate TTS checkpoints with robust automatic metrics, tracked in MLflow.",
@@ -25,23 +27,6 @@ suites_app = typer.Typer(help="List built-in suites, or show one.", invoke_witho
 app.add_typer(suites_app, name="suites")
 asr_app = typer.Typer(help="ASR engines and the models they can load offline.", no_args_is_help=True)
 app.add_typer(asr_app, name="asr")
-# Not a terminal (CI logs, pipes): wide enough that names are never cut to "intelligibi…".
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-
-
-class _RichProgress:
-    """pipeline.Progress drawn with rich: one bar per stage."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.p = progress
-        self.task = None  # the bar of the current stage
-
-    def start(self, stage: str, total: int) -> None:
-        self.task = self.p.add_task(stage, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        self.p.advance(self.task, n)
 
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:
@@ -56,46 +41,52 @@ def _parse_tags(tags: list[str]) -> dict[str, str]:
 
 @app.command()
 def run(
-    model: Optional[str] = typer.Argument(
+    model: str | None = typer.Argument(
         None, help="What to evaluate: a checkpoint, espeak:VOICE, piper:joe, a Piper .onnx voice, cmd:..., "
                    "http://..., a folder of wavs (see `evalkit adapters`).", metavar="MODEL"),
-    suite: Optional[str] = typer.Option(None, "--suite", "-s",
+    suite: str | None = typer.Option(None, "--suite", "-s",
                                         help="Built-in suite name (see `evalkit suites`) or a suite folder.",
                                         metavar="NAME|PATH"),
-    adapter: Optional[str] = typer.Option(None, help="Adapter name or pkg.mod:Name; default: the first that claims MODEL.",
+    adapter: str | None = typer.Option(None, help="Adapter name or pkg.mod:Name; default: the first that claims MODEL.",
                                           metavar="NAME|pkg.mod:Name"),
     asr: str = typer.Option("faster-whisper:base", help="ASR as ENGINE[:MODEL].", metavar="ENGINE[:MODEL]"),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones.",
+    metrics: str | None = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones.",
                                           metavar="A,B,..."),
     device: str = typer.Option("auto", help="auto, cpu or cuda.", metavar="auto|cpu|cuda"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: sqlite store in ./evalkit-runs.",
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI; default: sqlite store in ./evalkit-runs.",
                                                metavar="URI"),
-    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: evalkit-<suite>.", metavar="NAME"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder; default: ./evalkit-runs/<time>-<suite>.",
+    experiment: str | None = typer.Option(None, help="MLflow experiment; default: evalkit-<suite>.", metavar="NAME"),
+    out_dir: Path | None = typer.Option(None, "--out", help="Run folder; default: ./evalkit-runs/<time>-<suite>.",
                                            metavar="DIR"),
-    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N utterances.", metavar="N"),
-    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable).", metavar="KEY=VALUE"),
-    reference_run: Optional[str] = typer.Option(
+    limit: int | None = typer.Option(None, help="Evaluate only the first N utterances.", metavar="N"),
+    tag: list[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable).", metavar="KEY=VALUE"),
+    reference_run: str | None = typer.Option(
         None, help="Reference audio for reference-based metrics: a run folder, a folder of <id>.wav, "
                    "or an MLflow run id; default: the suite's own references.", metavar="RUN"),
-    resume: Optional[Path] = typer.Option(
+    resume: Path | None = typer.Option(
         None, help="Finish the unfinished run in this folder, with the configuration it started with.",
         metavar="OUT_DIR"),
-    workers: Optional[int] = typer.Option(
+    workers: int | None = typer.Option(
         None, min=0, help="Metric worker processes beside the main one; default: one per core beyond "
                           "the first (at most 4); 0 scores everything in the main process. Never changes a value.",
         metavar="N"),
+    metric_option: list[str] = typer.Option(
+        [], help="A metric constructor setting NAME.KEY=VALUE (repeatable), e.g. f0.f0_method=dio or "
+                 "mel_dtw.dtw=fast; recorded in the run's params and cache keys.", metavar="NAME.KEY=VALUE"),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
     Re-running the same command with the same --out resumes an interrupted run."""
-    from .runner import RunConfig, resume as resume_eval, run as run_eval
+    from .metric_loading import parse_options as parse_metric_options
+    from .runner import RunConfig
+    from .runner import resume as resume_eval
+    from .runner import run as run_eval
 
     if resume is not None:
         if model or suite:
             raise EvalkitError("--resume takes its suite and model from the run folder: give neither")
         with _progress() as p:
-            result = resume_eval(resume, _RichProgress(p))
+            result = resume_eval(resume, p)
         _report(result)
         return
     if not model or not suite:
@@ -106,9 +97,10 @@ def run(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
         experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run, workers=workers,
+        metric_options=parse_metric_options(metric_option),
     )
     with _progress() as p:
-        result = run_eval(config, _RichProgress(p))
+        result = run_eval(config, p)
     _report(result)
 
 
@@ -116,23 +108,27 @@ def run(
 def rescore(
     run_dir: Path = typer.Argument(..., help="A finished run folder (holding summary.json and audio/).",
                                    metavar="RUN_DIR"),
-    add: List[str] = typer.Option([], help="A metric to add to the run's own (repeatable).", metavar="METRIC"),
-    metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics replacing the run's own.",
+    add: list[str] = typer.Option([], help="A metric to add to the run's own (repeatable).", metavar="METRIC"),
+    metrics: str | None = typer.Option(None, help="Comma-separated metrics replacing the run's own.",
                                           metavar="A,B,..."),
-    reference_run: Optional[str] = typer.Option(None, help="Reference audio, as for `evalkit run`; default: the run's.",
+    reference_run: str | None = typer.Option(None, help="Reference audio, as for `evalkit run`; default: the run's.",
                                                 metavar="RUN"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="New run folder; default: RUN_DIR-rescored-<time>.",
+    out_dir: Path | None = typer.Option(None, "--out", help="New run folder; default: RUN_DIR-rescored-<time>.",
                                            metavar="DIR"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the run's.", metavar="URI"),
-    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the run's.", metavar="NAME"),
-    tag: List[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable).", metavar="KEY=VALUE"),
-    workers: Optional[int] = typer.Option(None, min=0, help="Metric worker processes, as for `evalkit run`.",
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI; default: the run's.", metavar="URI"),
+    experiment: str | None = typer.Option(None, help="MLflow experiment; default: the run's.", metavar="NAME"),
+    tag: list[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE (repeatable).", metavar="KEY=VALUE"),
+    workers: int | None = typer.Option(None, min=0, help="Metric worker processes, as for `evalkit run`.",
                                           metavar="N"),
+    metric_option: list[str] = typer.Option(
+        [], help="A metric setting NAME.KEY=VALUE, as for `evalkit run` (repeatable); the run's own options are "
+                 "kept for the metrics it keeps.", metavar="NAME.KEY=VALUE"),
 ) -> None:
     """Score a finished run's saved audio again, with more or other metrics, as a new run.
 
     Nothing is synthesized and cached transcripts and values are reused: adding one metric
     computes only that metric."""
+    from .metric_loading import parse_options as parse_metric_options
     from .runner import rescore as rescore_eval
 
     if not add and not metrics:
@@ -142,15 +138,25 @@ def rescore(
             run_dir, add=tuple(a.strip() for a in add if a.strip()),
             metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
             out_dir=out_dir, reference_run=reference_run, tracking_uri=tracking_uri, experiment=experiment,
-            tags=_parse_tags(tag), workers=workers, progress=_RichProgress(p))
+            tags=_parse_tags(tag), workers=workers, progress=p,
+            metric_options=parse_metric_options(metric_option))
     _report(result)
 
 
-def _progress() -> Progress:
-    columns = (TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=err, transient=False,
-                    disable=not err.is_terminal and not os.environ.get("EVALKIT_PROGRESS"))
+@contextmanager
+def _progress() -> Iterator[progress_mod.Progress]:
+    """Bars on a terminal; elsewhere (CI logs, pipes) a plain line every 10 s, so a nightly's log
+    shows the run is alive. EVALKIT_PROGRESS=bars|lines|off chooses."""
+    mode = os.environ.get("EVALKIT_PROGRESS", "").strip().lower() or ("bars" if err.is_terminal else "lines")
+    if mode == "off":
+        yield progress_mod.Progress()
+    elif mode == "lines":
+        yield progress_mod.Lines.to(sys.stderr)
+    else:
+        columns = (TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[doing]}", markup=False))
+        with Progress(*columns, console=err, transient=False) as bars:
+            yield progress_mod.Bars(bars)
 
 
 SHOWN_FAILURES = 5
@@ -158,15 +164,16 @@ SHOWN_FAILURES = 5
 
 def _report(result) -> None:
     _print_summary(result.summary)
+    _print_reuse(result.summary)
     _print_failures(result.rows)
     out.print(f"run folder: {result.out_dir}", markup=False, highlight=False)
-    problems = []
+    problems: list[EvalkitError] = []
     if result.tracking_error:
         problems.append(TrackingError(f"{result.tracking_error}; all results are kept in {result.out_dir} "
                                       f"(upload them later with: evalkit sync {result.out_dir})"))
     else:
-        t = result.summary["tracking"]
-        out.print(f"MLflow run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}",
+        t = result.summary.tracking
+        out.print(f"MLflow run {t.run_id} in experiment {t.experiment!r} at {t.uri}",
                   markup=False, highlight=False)
     if result.broken:
         # A stage that failed on every utterance measured nothing: no exit code may read as a pass.
@@ -178,10 +185,10 @@ def _report(result) -> None:
         raise problems[-1]
 
 
-def _print_summary(summary: dict) -> None:
-    agg = summary["aggregates"]
+def _print_summary(summary: record.RunRecord) -> None:
+    agg = summary.aggregates
     # Suite and model names come from other people: Text, never markup ("[/bold]" must print as is).
-    table = Table(title=Text(f"{summary['suite']['name']} · {summary['params']['model']}"))
+    table = Table(title=Text(f"{summary.suite.name} · {summary.model_name}"))
     stats = ("mean", "median", "p90", "corpus")
     for col in ("metric", *stats):
         table.add_column(col, justify="left" if col == "metric" else "right")
@@ -191,6 +198,22 @@ def _print_summary(summary: dict) -> None:
     table.add_row("failures", _count(agg.get("failures/count")), "", "", "")
     table.add_row("utterances", _count(agg.get("utterances/count")), "", "", "")
     out.print(table)
+
+
+def _print_reuse(summary: record.RunRecord) -> None:
+    """What the caches and a resumed run's saved rows gave back: a fast run is explained."""
+    c = summary.cache
+    parts = []
+    for what, hit, miss in (("transcripts", "transcripts_cached", "transcripts_computed"),
+                            ("metric values", "scores_cached", "scores_computed")):
+        done = c.get(hit, 0) + c.get(miss, 0)
+        if done:
+            parts.append(f"{c.get(hit, 0)} of {done} {what}")
+    line = f"from the cache: {', '.join(parts)}" if parts else ""
+    if summary.resumed_utterances:
+        line += ("; " if line else "") + f"{summary.resumed_utterances} utterances resumed from an earlier attempt"
+    if line:
+        out.print(line, markup=False, highlight=False)
 
 
 def _print_failures(rows) -> None:
@@ -266,24 +289,25 @@ def adapters() -> None:
         doc = " ".join((sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].split())
         table.add_row(str(getattr(cls, "priority", DEFAULT_PRIORITY)), Text(name), Text(dist),
                       Text(doc.replace("`", "")))
+    for name, problem in plugins.unavailable(plugins.ADAPTERS).items():
+        table.add_row("-", Text(name), "", Text(f"not available: {problem}"))
     out.print(table)
 
 
 @app.command()
 def sync(out_dir: Path = typer.Argument(..., help="A run folder whose MLflow upload failed.", metavar="OUT_DIR"),
-         tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default: the one the run used.",
+         tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI; default: the one the run used.",
                                                     metavar="URI"),
-         experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the one the run used.",
+         experiment: str | None = typer.Option(None, help="MLflow experiment; default: the one the run used.",
                                                   metavar="NAME")) -> None:
     """Upload a finished local run folder to MLflow (once per store: repeating it logs nothing new)."""
-    summary, _ = record.read(out_dir)
-    t = summary.get("tracking", {})
-    if t.get("run_id") and not tracking_uri:
-        out.print(f"{out_dir} is already logged as MLflow run {t['run_id']} at {t.get('uri')}",
-                  markup=False, highlight=False)
+    summary, _ = record.load(out_dir)
+    t = summary.tracking
+    if t.run_id and not tracking_uri:
+        out.print(f"{out_dir} is already logged as MLflow run {t.run_id} at {t.uri}", markup=False, highlight=False)
         return
-    uri = tracking.adopt_credentials(tracking_uri) if tracking_uri else (t.get("uri") or tracking.default_uri())
-    run_id = tracking.log_run(out_dir, uri, experiment or t.get("experiment") or f"evalkit-{summary['suite']['name']}")
+    uri = tracking.adopt_credentials(tracking_uri) if tracking_uri else (t.uri or tracking.default_uri())
+    run_id = tracking.log_run(out_dir, uri, experiment or t.experiment or f"evalkit-{summary.suite.name}")
     out.print(f"MLflow run {run_id} at {uri}", markup=False, highlight=False)
 
 
@@ -295,7 +319,9 @@ def asr_list() -> None:
         table.add_column(col)
     for name, cls, dist in plugins.load_all(plugins.ASR):
         for model, source in getattr(cls, "available", lambda: [("?", "does not list its models")])():
-            table.add_row(name, model, source, dist)
+            table.add_row(name, Text(model), Text(source), dist)
+    for name, problem in plugins.unavailable(plugins.ASR).items():
+        table.add_row(name, "-", Text(f"not available: {problem}"), "")
     out.print(table)
 
 
@@ -313,6 +339,8 @@ def metrics_cmd() -> None:
         shown = [k for k in cls.higher_is_better if k not in getattr(cls, "counts", ())]
         arrows = ", ".join(f"{k} {_ARROW[cls.higher_is_better[k]]}" for k in shown)
         table.add_row(name, arrows, ", ".join(needs) or "audio", str(cls.sample_rate), cls.version, dist)
+    for name, problem in plugins.unavailable(plugins.METRICS).items():
+        table.add_row(name, Text(f"not available: {problem}"), "", "", "", "")
     out.print(table)
 
 
@@ -350,7 +378,8 @@ def main() -> None:
                 sys.exit(130)
             # Exit 2 whatever click says: in a nightly, 1 means "regressed", and a typo is not one.
             where = getattr(getattr(exc, "ctx", None), "command_path", None) or "evalkit"
-            err.print(f"error: {' '.join(exc.format_message().split())} (see: {where} --help)",
+            message = exc.format_message()  # type: ignore[attr-defined]  # click's, matched by shape above
+            err.print(f"error: {' '.join(message.split())} (see: {where} --help)",
                       markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         _debug(exc)
