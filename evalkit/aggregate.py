@@ -1,4 +1,5 @@
-"""Whole-run numbers from per-utterance rows: the one place values are aggregated."""
+"""Whole-run numbers from per-utterance rows: the one place values are aggregated, for the
+whole suite and for each phenomenon tag of its utterances."""
 
 from __future__ import annotations
 
@@ -40,3 +41,21 @@ def aggregate(rows: Sequence[Row], metrics: Sequence[Metric] = ()) -> dict[str, 
     out["failures/count"] = float(sum(r.failure is not None for r in rows))
     out["utterances/count"] = float(len(rows))
     return out
+
+
+def by_tag(rows: Sequence[Row], metrics: Sequence[Metric] = ()) -> dict[str, dict[str, float]]:
+    """The same aggregates over the utterances of each suite tag (in the order tags first
+    appear): an utterance with two tags counts in both, and a tag's corpus rate is its own
+    edits over its own lengths, so a phenomenon that got worse shows even when the suite's mean
+    hides it."""
+    tags: dict[str, list[Row]] = {}
+    for r in rows:
+        for t in dict.fromkeys(r.tags):
+            tags.setdefault(t, []).append(r)
+    return {t: aggregate(tagged, metrics) for t, tagged in tags.items()}
+
+
+def tag_key(key: str, tag: str) -> str:
+    """The MLflow metric name of a per-tag aggregate: `cer/mean/tag/liaison` (valid in MLflow,
+    and grouped under the whole-suite `cer/mean` in its UI)."""
+    return f"{key}/tag/{tag}"

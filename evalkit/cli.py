@@ -73,6 +73,9 @@ def run(
     metric_option: list[str] = typer.Option(
         [], help="A metric constructor setting NAME.KEY=VALUE (repeatable), e.g. f0.f0_method=dio or "
                  "mel_dtw.dtw=fast; recorded in the run's params and cache keys.", metavar="NAME.KEY=VALUE"),
+    step: int | None = typer.Option(
+        None, min=0, help="The checkpoint's training step: recorded (param step, tag evalkit.step) and used as "
+                          "the MLflow step of every metric, so MLflow charts them over training.", metavar="N"),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
@@ -97,7 +100,7 @@ def run(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
         experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run, workers=workers,
-        metric_options=parse_metric_options(metric_option),
+        metric_options=parse_metric_options(metric_option), step=step,
     )
     with _progress() as p:
         result = run_eval(config, p)
@@ -197,6 +200,26 @@ def _print_summary(summary: record.RunRecord) -> None:
         table.add_row(Text(k), *(_fmt(agg.get(f"{k}/{a}")) for a in stats))
     table.add_row("failures", _count(agg.get("failures/count")), "", "", "")
     table.add_row("utterances", _count(agg.get("utterances/count")), "", "", "")
+    out.print(table)
+
+
+def _print_by_tag(summary: record.RunRecord) -> None:
+    """One row per suite tag: its size, failures and each metric's headline key (mean, and the
+    corpus rate where the metric has one), so the phenomenon that moved is found at a glance."""
+    keys = [m.headline for m in summary.metrics.values() if m.headline is not None]
+    table = Table(title=Text(f"{summary.suite.name} · {summary.model_name} · by tag"))
+    table.add_column("tag")
+    for col in ("utterances", "failures"):
+        table.add_column(col, justify="right")
+    shown = []
+    for k in keys:
+        for stat in ("mean", "corpus"):
+            if any(f"{k}/{stat}" in agg for agg in (summary.aggregates, *summary.by_tag.values())):
+                shown.append(f"{k}/{stat}")
+                table.add_column(Text(f"{k} {stat}"), justify="right")
+    for tag, agg in [("(all)", summary.aggregates), *summary.by_tag.items()]:
+        table.add_row(Text(tag), _count(agg.get("utterances/count")), _count(agg.get("failures/count")),
+                      *(_fmt(agg.get(k)) for k in shown))
     out.print(table)
 
 
@@ -326,6 +349,67 @@ def asr_list() -> None:
 
 
 _ARROW = {True: "↑", False: "↓", None: "↕ (no direction)"}
+
+
+@app.command()
+def show(
+    run: str = typer.Argument(..., help="A run folder, a run id (MLflow's or summary.json's), tag:NAME or "
+                                        "latest:EXPERIMENT.", metavar="RUN"),
+    by: str | None = typer.Option(None, "--by", help="tag: one row per suite tag as well.", metavar="tag"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI for a run id; default: ./evalkit-runs.",
+                                            metavar="URI"),
+) -> None:
+    """Print a finished run again: its aggregates, its first failures and, with --by tag, one row per tag."""
+    from . import runs
+
+    if by not in (None, "tag"):
+        raise EvalkitError(f"--by takes 'tag', got {by!r}")
+    loaded = runs.load_run(run, tracking.adopt_credentials(tracking_uri) if tracking_uri else None, with_audio=False)
+    _print_summary(loaded.summary)
+    if by == "tag":
+        if not loaded.summary.by_tag:
+            raise EvalkitError(f"{run}: this run has no per-tag aggregates (its suite has no tags, or it was "
+                               "made before evalkit recorded them)")
+        _print_by_tag(loaded.summary)
+    _print_failures(loaded.rows)
+    out.print(f"source: {loaded.source}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("runs")
+def runs_cmd(
+    from_folder: Path | None = typer.Option(None, "--from", help="A folder of run folders instead of MLflow.",
+                                            metavar="DIR"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI; default: ./evalkit-runs.", metavar="URI"),
+    experiment: str | None = typer.Option(None, help="Only this MLflow experiment; default: all.", metavar="NAME"),
+    suite: str | None = typer.Option(None, help="Only runs of this suite.", metavar="NAME"),
+    sort: str | None = typer.Option(None, help="Sort by a metric, ascending (cer/corpus) or descending "
+                                               "(-dnsmos_ovrl/mean); default: by step, then time.", metavar="KEY"),
+    fmt: str = typer.Option("table", "--format", help="table, csv, md or json.", metavar="FORMAT"),
+) -> None:
+    """List finished runs as a leaderboard: model, step, suite, key metrics (from MLflow, or --from a folder)."""
+    from . import leaderboard
+    from .untrusted import check_name
+
+    if fmt not in leaderboard.FORMATS:
+        raise EvalkitError(f"--format must be one of {', '.join(leaderboard.FORMATS)}, got {fmt!r}")
+    if suite is not None:
+        check_name(suite, "--suite")
+    if from_folder is not None:
+        entries = leaderboard.from_folder(from_folder, suite)
+    else:
+        uri = tracking.adopt_credentials(tracking_uri) if tracking_uri else tracking.default_uri()
+        entries = leaderboard.from_mlflow(uri, experiment, suite)
+    shown = leaderboard.render(leaderboard.ordered(entries, sort), fmt)
+    if isinstance(shown, str):
+        sys.stdout.write(shown)
+        return
+    header, *rows = shown
+    table = Table()
+    for i, col in enumerate(header):
+        table.add_column(Text(col), justify="right" if 4 <= i < len(header) - 1 or i == 1 else "left")
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    out.print(table)
 
 
 @app.command("metrics")

@@ -106,6 +106,8 @@ class RunRecord:
     params: Mapping[str, Any]
     tags: Mapping[str, str]
     aggregates: Mapping[str, float]
+    by_tag: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # suite tag -> its aggregates
+    step: int | None = None  # the training step of the checkpoint (`evalkit run --step`)
     tracking: TrackingInfo = TrackingInfo()
     reference: ReferenceInfo = ReferenceInfo()
     cache: Mapping[str, int] = field(default_factory=dict)
@@ -155,6 +157,9 @@ class RunRecord:
             metrics={str(n): _metric_info(i, aggregates) for n, i in (d.get("metrics") or {}).items()},
             params=params, tags=tags,
             aggregates=aggregates,
+            by_tag={str(t): {str(k): math.nan if v is None else float(v) for k, v in agg.items()}
+                    for t, agg in (d.get("by_tag") or {}).items()},
+            step=None if d.get("step") is None else int(d["step"]),
             tracking=TrackingInfo(tracking.get("uri"), tracking.get("experiment"), tracking.get("run_id")),
             reference=ReferenceInfo(str(reference.get("kind") or "none"), str(reference.get("location") or ""),
                                     str(reference.get("digest") or "")),
@@ -201,6 +206,14 @@ def write(out_dir: Path, summary: RunRecord, rows: Sequence[Row]) -> None:
 
 def write_summary(out_dir: Path, summary: RunRecord) -> None:
     _atomic(out_dir / SUMMARY, json.dumps(summary.to_json(), ensure_ascii=False, indent=2) + "\n")
+
+
+def load_summary(out_dir: Path) -> RunRecord:
+    """A finished run folder's record alone (listing many runs needs no rows)."""
+    try:
+        return RunRecord.from_json(json.loads((out_dir / SUMMARY).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise EvalkitError(f"{out_dir}: not a finished evalkit run folder ({first_line(exc, 200)})") from None
 
 
 def load(out_dir: Path) -> tuple[RunRecord, list[Row]]:

@@ -24,6 +24,7 @@ from . import (
     textnorm,
     tracking,
 )
+from . import aggregate as aggregate_mod
 from . import asr as asr_mod
 from . import suite as suite_mod
 from .errors import EvalkitError, Terminated
@@ -49,6 +50,7 @@ class RunConfig:
     audio_from: str | None = None  # a finished run folder whose saved clips are scored (evalkit rescore)
     # --metric-option NAME.KEY=VALUE as {name: {key: value as given}}: converted when metrics load
     metric_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    step: int | None = None  # the checkpoint's training step: MLflow draws each metric over it
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,8 @@ def _config_dict(config: RunConfig) -> dict:
         # Left out when there are none: the file then reads as one written before the field
         # existed, so an unfinished run from then still resumes as the same configuration.
         del d["metric_options"]
+    if d["step"] is None:  # likewise
+        del d["step"]
     return d
 
 
@@ -336,7 +340,9 @@ def _resumable_rows(out_dir: Path, config: RunConfig, suite) -> list:
 
 def _comparable(config: dict) -> dict:
     # Where the run is written and logged, and how many processes score it, do not change its rows.
-    return {k: v for k, v in config.items() if k not in ("out_dir", "tracking_uri", "experiment", "tags", "workers")}
+    # The step labels the checkpoint; it changes no row either.
+    return {k: v for k, v in config.items()
+            if k not in ("out_dir", "tracking_uri", "experiment", "tags", "workers", "step")}
 
 
 def _preflight(uri: str) -> EvalkitError | None:
@@ -379,6 +385,7 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
         "device": device,
         "textnorm_version": textnorm.VERSION,
         "reference": reference.label,
+        **({"step": config.step} if config.step is not None else {}),
         **{f"metric.{n}.version": i.version for n, i in metric_info.items()},
         **{f"metric.{n}.options": json.dumps(i.options, sort_keys=True) for n, i in metric_info.items() if i.options},
     }
@@ -398,6 +405,9 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
         "evalkit.textnorm_version": textnorm.VERSION,
         "evalkit.reference": reference.label,
         "evalkit.reference_digest": reference.digest,
+        **({"evalkit.step": str(config.step)} if config.step is not None else {}),
+        # What `evalkit runs` shows per run without downloading its summary.
+        "evalkit.headlines": ",".join(i.headline for i in metric_info.values() if i.headline),
         **extra_tags,
         **dict(config.tags),
     }
@@ -415,7 +425,9 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
         metrics=metric_info,
         params=params,
         tags=tags,
-        aggregates=pipeline.aggregate(rows, metrics),
+        aggregates=aggregate_mod.aggregate(rows, metrics),
+        by_tag=aggregate_mod.by_tag(rows, metrics),
+        step=config.step,
         tracking=record.TrackingInfo(uri, experiment, None),
         reference=reference,
         cache=cache,

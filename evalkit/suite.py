@@ -140,6 +140,8 @@ def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list
         tags = obj.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise EvalkitError(f"{where}: tags must be a list of strings")
+        for t in tags:  # a tag names MLflow metrics (cer/mean/tag/TAG) and report rows
+            check_name(t, f"{where}: tag")
         reference = obj.get("reference")
         ref_path = None
         if reference is not None:

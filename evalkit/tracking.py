@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -43,6 +44,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from . import record
+from .aggregate import tag_key
 from .cache import cache_dir
 from .errors import EvalkitError, TrackingError, first_line
 from .types import Row
@@ -259,7 +261,9 @@ def _log(out_dir: Path, summary: record.RunRecord, rows: list[Row], uri: str, ex
     exp = c.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else c.create_experiment(
         experiment, artifact_location=_artifact_location(uri, experiment))
-    run = c.create_run(exp_id, tags=dict(summary.tags), run_name=summary.run_name)
+    # The run's times are the evaluation's, not the upload's (which takes well under a second).
+    tags = {**summary.tags, DESCRIPTION_TAG: description(summary)}
+    run = c.create_run(exp_id, start_time=_ms(summary.started_unix), tags=tags, run_name=summary.run_name)
     run_id = run.info.run_id
     try:
         _fill(c, run_id, out_dir, summary, rows)
@@ -267,19 +271,50 @@ def _log(out_dir: Path, summary: record.RunRecord, rows: list[Row], uri: str, ex
         with contextlib.suppress(Exception):  # leave no run looking alive; the local record is the truth
             c.set_terminated(run_id, "FAILED")
         raise
-    c.set_terminated(run_id, "FINISHED")
+    c.set_terminated(run_id, "FINISHED", end_time=_ms(summary.finished_unix))
     return run_id
+
+
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+
+
+def description(summary: record.RunRecord) -> str:
+    """The headline numbers, as the MLflow UI shows a run's description."""
+    agg = summary.aggregates
+    parts = []
+    for info in summary.metrics.values():
+        key = info.headline
+        if key is None or f"{key}/mean" not in agg:
+            continue
+        corpus = f" (corpus {agg[f'{key}/corpus']:.4g})" if f"{key}/corpus" in agg else ""
+        parts.append(f"{key} {agg[f'{key}/mean']:.4g}{corpus}")
+    step = f" at step {summary.step}" if summary.step is not None else ""
+    return (f"{summary.suite.name} · {summary.model_name}{step}: {', '.join(parts) or 'no metric values'}; "
+            f"{int(agg.get('failures/count', 0))} failures of {int(agg.get('utterances/count', 0))} utterances")
+
+
+def _ms(unix: float) -> int:
+    return int(unix * 1000)
 
 
 def _fill(client, run_id: str, out_dir: Path, summary: record.RunRecord, rows: list[Row]) -> None:
     import pandas as pd
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
-    ts = int(summary.finished_unix * 1000)
+    ts, step = _ms(summary.finished_unix), summary.step or 0
     params = [Param(k, str(v)[:6000]) for k, v in summary.params.items()]
-    metrics = [Metric(k, float(v), ts, 0) for k, v in summary.aggregates.items()]
+    metrics = [Metric(k, float(v), ts, step) for k, v in summary.aggregates.items()]
+    metrics += [Metric(tag_key(k, tag), float(v), ts, step)
+                for tag, agg in summary.by_tag.items() for k, v in agg.items()]
     for i in range(0, max(len(metrics), len(params)), 100):
         client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100], tags=[])
+    # The suite as the run's dataset: MLflow's Dataset column and filter name it, and two runs on
+    # the same sentences share it (MLflow keeps 36 characters of a digest).
+    suite = summary.suite
+    dataset = Dataset(name=suite.name, digest=suite.digest[:32], source_type="evalkit-suite",
+                      source=json.dumps({"name": suite.name, "version": suite.version, "digest": suite.digest,
+                                         "language": suite.language, "utterances": suite.utterances}))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "evaluation")])])
     for name in (record.SUMMARY, record.TABLE_JSONL, record.TABLE_CSV):
         client.log_artifact(run_id, str(out_dir / name))
     if (out_dir / "audio").is_dir():
@@ -375,6 +410,44 @@ def find_tagged(uri: str, key: str, value: str = "true", what: str | None = None
         found = c.search_runs(experiments, filter_string=f"tags.`{key}` = '{value}'",
                               order_by=["attributes.start_time DESC"])
     return [TaggedRun(r.info.run_id, dict(r.data.tags)) for r in found]
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What the store holds about a finished evalkit run without downloading anything."""
+
+    run_id: str
+    experiment: str
+    start_time: int  # ms since the epoch
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+
+
+def list_runs(uri: str, experiment: str | None = None, suite: str | None = None) -> list[LoggedRun]:
+    """Every FINISHED evalkit run (tagged evalkit.run_id) of `experiment` (default: all), of
+    `suite` if given, newest first. `suite` goes into an MLflow filter: a checked name only."""
+    c = client(uri)
+    with calling("cannot list the runs of MLflow", uri):
+        if experiment is None:
+            experiments = {e.experiment_id: e.name for e in c.search_experiments()}
+        else:
+            exp = c.get_experiment_by_name(experiment)
+            if exp is None:
+                raise EvalkitError(f"no MLflow experiment named {experiment!r} at {redact(uri)}")
+            experiments = {exp.experiment_id: exp.name}
+        found, token = [], None
+        where = "attributes.status = 'FINISHED'" + (f" and tags.`evalkit.suite` = '{suite}'" if suite else "")
+        while experiments:
+            page = c.search_runs(list(experiments), filter_string=where, order_by=["attributes.start_time DESC"],
+                                 max_results=1000, page_token=token)
+            found += page
+            token = page.token
+            if not token:
+                break
+    return [LoggedRun(r.info.run_id, experiments.get(r.info.experiment_id, ""), r.info.start_time,
+                      dict(r.data.tags), dict(r.data.params), dict(r.data.metrics))
+            for r in found if EVALKIT_RUN_ID_TAG in r.data.tags]
 
 
 def find_latest(uri: str, experiment: str, exclude_run_id: str | None = None) -> str:

@@ -67,6 +67,7 @@ def _summary() -> record.RunRecord:
             alignments=("cer_alignment",), headline="cer")},
         params={"model": "ckpt.pt", "limit": 3}, tags={"evalkit.run_id": "a" * 32},
         aggregates={"cer/mean": 0.1, "cer/corpus": math.nan},
+        by_tag={"liaison": {"cer/mean": 0.2, "utterances/count": 2.0}}, step=1200,
         tracking=record.TrackingInfo("sqlite:///x.db", "evalkit-ko-base", "b" * 32),
         reference=record.ReferenceInfo("folder", "/refs", "e" * 64), cache={"scores_cached": 2},
         resumed_utterances=1, broken_stages=("asr: boom",))
@@ -82,6 +83,7 @@ def test_summary_round_trips_and_keeps_its_on_disk_keys(tmp_path):
     back, rows = record.load(tmp_path)
     assert back.to_json() == rec.to_json()
     assert back.metrics["intelligibility"].corpus == {"cer": (("char_edits",), "ref_chars")}
+    assert back.by_tag["liaison"]["cer/mean"] == 0.2 and back.step == 1200
     assert _same(rows[0], _row())
 
 
