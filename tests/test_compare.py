@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -250,6 +252,27 @@ def test_nightly_workflow_template_is_a_valid_github_workflow():
     assert "GITHUB_STEP_SUMMARY" in commands
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert upload["if"] == "always()" and "reports/nightly" in upload["with"]["path"]
+    cache = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache"))
+    assert ".venv" in cache["with"]["path"] and "~/.cache/evalkit" in cache["with"]["path"]
+    assert "constraints.txt" in cache["with"]["key"]
+    assert steps.index(cache) < next(i for i, s in enumerate(steps) if "scripts/setup.sh" in s.get("run", ""))
+
+
+def test_nightly_job_summary_links_the_mlflow_run(tmp_path):
+    """The summary step, run as the job runs it: the report's Markdown, then a link to the run."""
+    wf = yaml.safe_load((ROOT / "docs" / "nightly.yml").read_text())
+    post = next(s for s in wf["jobs"]["evaluate"]["steps"] if s.get("name") == "Post the summary")
+    (tmp_path / "runs" / "nightly").mkdir(parents=True)
+    (tmp_path / "runs" / "nightly" / "summary.json").write_text(json.dumps({"tracking": {"run_id": "ab" * 16}}))
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    summary = tmp_path / "step-summary.md"
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary), "MLFLOW_UI_URL": "https://mlflow.example.org"}
+    proc = subprocess.run(["bash", "-e", "-c", post["run"]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = summary.read_text().splitlines()
+    assert lines[0] == "No report was written; see the step logs."
+    assert lines[-1] == f"MLflow run: [{'ab' * 16}](https://mlflow.example.org/#/runs/{'ab' * 16})"
 
 
 def test_named_baselines_are_per_suite(tmp_path):

