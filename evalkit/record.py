@@ -208,23 +208,30 @@ def write_summary(out_dir: Path, summary: RunRecord) -> None:
     _atomic(out_dir / SUMMARY, json.dumps(summary.to_json(), ensure_ascii=False, indent=2) + "\n")
 
 
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError)  # ValueError: JSON too
+
+
 def load_summary(out_dir: Path) -> RunRecord:
     """A finished run folder's record alone (listing many runs needs no rows)."""
     try:
         return RunRecord.from_json(json.loads((out_dir / SUMMARY).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise EvalkitError(f"{out_dir}: not a finished evalkit run folder ({first_line(exc, 200)})") from None
+    except _UNREADABLE as exc:
+        raise _not_a_run(out_dir, exc) from None
 
 
 def load(out_dir: Path) -> tuple[RunRecord, list[Row]]:
     """A finished run folder as its typed record and rows."""
+    summary = load_summary(out_dir)
     try:
-        summary = RunRecord.from_json(json.loads((out_dir / SUMMARY).read_text(encoding="utf-8")))
         rows = [Row.from_json(json.loads(line))
                 for line in (out_dir / TABLE_JSONL).read_text(encoding="utf-8").splitlines() if line]
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise EvalkitError(f"{out_dir}: not a finished evalkit run folder ({first_line(exc, 200)})") from None
+    except _UNREADABLE as exc:
+        raise _not_a_run(out_dir, exc) from None
     return summary, rows
+
+
+def _not_a_run(out_dir: Path, exc: BaseException) -> EvalkitError:
+    return EvalkitError(f"{out_dir}: not a finished evalkit run folder ({first_line(exc, 200)})")
 
 
 def write_run(out_dir: Path, run: dict) -> None:
