@@ -146,6 +146,130 @@ def rescore(
     _report(result)
 
 
+@app.command()
+def sweep(
+    models: list[str] = typer.Argument(
+        None, help="Checkpoint files, folders of checkpoints, globs (quote them), or any MODEL `evalkit run` takes.",
+        metavar="MODEL..."),
+    suite: list[str] = typer.Option([], "--suite", "-s", help="A suite name or folder (repeatable).",
+                                    metavar="NAME|PATH"),
+    steps: str | None = typer.Option(None, help="The training step of each MODEL, in the same order; default: each "
+                                               "checkpoint's global_step/step/epoch, its sidecar, or the last number "
+                                               "in its file name.", metavar="N,N,..."),
+    name: str | None = typer.Option(None, help="The sweep's name: its parent MLflow run is found again by it, so a "
+                                              "re-run adds to the same curves; default: the checkpoints' folder.",
+                                    metavar="NAME"),
+    out_dir: Path | None = typer.Option(None, "--out", help="Sweep folder (sweep.json, a run folder per checkpoint "
+                                                          "and suite, the report); default: "
+                                                          "./evalkit-runs/sweep-NAME-<time>.",
+                                        metavar="DIR"),
+    watch: bool = typer.Option(False, help="Keep polling the folders/globs and evaluate each new checkpoint once it "
+                                           "is completely written, until Ctrl-C, --until or --max-checkpoints."),
+    poll: float = typer.Option(30.0, min=0.1, help="Seconds between polls with --watch.", metavar="S"),
+    until: int | None = typer.Option(None, min=0, help="Stop after evaluating a checkpoint at this step or later.",
+                                     metavar="STEP"),
+    max_checkpoints: int | None = typer.Option(None, min=1, help="Stop after evaluating this many new checkpoints.",
+                                               metavar="K"),
+    adapter: str | None = typer.Option(None, help="Adapter for every MODEL, as for `evalkit run`.",
+                                       metavar="NAME|pkg.mod:Name"),
+    asr: str = typer.Option("faster-whisper:base", help="ASR as ENGINE[:MODEL].", metavar="ENGINE[:MODEL]"),
+    metrics: str | None = typer.Option(None, help="Comma-separated metric names; default: all reference-free ones.",
+                                       metavar="A,B,..."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda.", metavar="auto|cpu|cuda"),
+    tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI; default: sqlite store in ./evalkit-runs.",
+                                            metavar="URI"),
+    experiment: str | None = typer.Option(None, help="MLflow experiment; default: evalkit-<suite> (one suite) or "
+                                                     "evalkit-sweeps.", metavar="NAME"),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N utterances of each suite.", metavar="N"),
+    tag: list[str] = typer.Option([], help="Extra MLflow tag KEY=VALUE on every run (repeatable).",
+                                  metavar="KEY=VALUE"),
+    reference_run: str | None = typer.Option(None, help="Reference audio, as for `evalkit run`.", metavar="RUN"),
+    workers: int | None = typer.Option(None, min=0, help="Metric worker processes, as for `evalkit run`.",
+                                       metavar="N"),
+    metric_option: list[str] = typer.Option([], help="A metric setting NAME.KEY=VALUE, as for `evalkit run`.",
+                                            metavar="NAME.KEY=VALUE"),
+) -> None:
+    """Evaluate every checkpoint of a training run on one or more suites, as curves over the step.
+
+    Each (checkpoint, suite) is one MLflow run, a child of the sweep's parent run, which holds every
+    aggregate at MLflow step = training step (`SUITE/cer/mean`, ...). Whisper and the metrics load
+    once. A (checkpoint, suite, settings) already evaluated in the experiment is skipped."""
+    from .metric_loading import parse_options as parse_metric_options
+    from .runner import RunConfig
+    from .sweep import SweepConfig
+    from .sweep import sweep as run_sweep
+
+    if not suite:
+        raise EvalkitError("evalkit sweep needs at least one --suite NAME")
+    if not models:
+        raise EvalkitError("evalkit sweep needs at least one MODEL: checkpoint files, a folder or a glob")
+    try:
+        parsed_steps = tuple(int(s) for s in steps.split(",")) if steps is not None else None
+    except ValueError:
+        raise EvalkitError(f"--steps expects whole numbers separated by commas, got {steps!r}") from None
+    if parsed_steps is not None and any(s < 0 for s in parsed_steps):
+        raise EvalkitError("--steps cannot be negative")
+    run_config = RunConfig(
+        suite="", model="", adapter=adapter, asr=asr,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
+        device=device, limit=limit, tracking_uri=tracking_uri, experiment=experiment, tags=_parse_tags(tag),
+        reference_run=reference_run, workers=workers, metric_options=parse_metric_options(metric_option))
+    config = SweepConfig(suites=tuple(suite), models=tuple(models), run=run_config, steps=parsed_steps, name=name,
+                         out_dir=out_dir, watch=watch, poll_s=poll, until=until, max_checkpoints=max_checkpoints)
+    result = run_sweep(config, _progress, lambda line: err.print(line, markup=False, highlight=False,
+                                                                  soft_wrap=True))
+    _report_sweep(result)
+
+
+def _report_sweep(result) -> None:
+    from .sweep import Entry
+
+    table = Table(title=Text(f"sweep · {result.out_dir}"))
+    for col in ("step", "checkpoint", "suite", "status", "headline", "failures"):
+        table.add_column(col, justify="right" if col in ("step", "failures") else "left")
+    entry: Entry
+    for entry in sorted(result.entries, key=lambda e: (e.suite, e.step)):
+        headline, failures = "", ""
+        if entry.status == "done" and entry.run_dir:
+            try:
+                summary = record.load_summary(result.out_dir / entry.run_dir)
+                headline = tracking.description(summary).split(": ", 1)[-1].split(";")[0]
+                failures = _count(summary.aggregates.get("failures/count"))
+            except EvalkitError:
+                pass
+        table.add_row(str(entry.step), Text(Path(entry.model).name), Text(entry.suite), entry.status,
+                      Text(headline or (entry.reason or "")[:80]), failures)
+    out.print(table)
+    out.print(f"sweep folder: {result.out_dir}", markup=False, highlight=False)
+    if result.report:
+        out.print(f"report: {result.report[0]} and {result.report[1]}", markup=False, highlight=False)
+    if result.parent_run_id:
+        out.print(f"MLflow parent run {result.parent_run_id}: open it for every metric over the training step",
+                  markup=False, highlight=False)
+    # The last problem decides the exit code, as for `evalkit run`: a failed upload (3) < a
+    # checkpoint or stage that measured nothing (4) < nothing could be evaluated at all (2).
+    problems: list[EvalkitError] = []
+    if result.tracking_error:
+        problems.append(TrackingError(f"{result.tracking_error}; every result is kept in {result.out_dir} (upload "
+                                      "each run folder with: evalkit sync RUN_DIR)"))
+    broken = [e for e in result.entries if e.broken]
+    if broken:
+        problems.append(StageFailed(f"step {broken[0].step} on {broken[0].suite}: a stage failed on every utterance: "
+                                    + "; ".join(broken[0].broken)))
+    failed = result.failed
+    if failed and len(failed) == len(result.entries):
+        problems.append(EvalkitError(f"no checkpoint could be evaluated; the first: {Path(failed[0].model).name}: "
+                                     f"{failed[0].reason}"))
+    elif failed:
+        problems.append(StageFailed(f"{len(failed)} of {len(result.entries)} checkpoint evaluations failed (recorded "
+                                    f"in {result.out_dir / 'sweep.json'}); the first: {Path(failed[0].model).name}: "
+                                    f"{failed[0].reason}"))
+    for extra in problems[:-1]:
+        err.print(f"error: {extra}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise problems[-1]
+
+
 @contextmanager
 def _progress() -> Iterator[progress_mod.Progress]:
     """Bars on a terminal; elsewhere (CI logs, pipes) a plain line every 10 s, so a nightly's log

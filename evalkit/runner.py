@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,10 +27,14 @@ from . import (
 )
 from . import aggregate as aggregate_mod
 from . import asr as asr_mod
+from . import cache as cache_mod
 from . import suite as suite_mod
+from . import workers as workers_mod
 from .errors import EvalkitError, Terminated
-from .protocols import Metric
-from .types import Row
+from .protocols import ASRBackend, Metric, declared
+from .types import Row, Suite
+
+EVALUATION_KEY_TAG = tracking.EVALUATION_KEY_TAG
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,56 @@ def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prom
     return metric_loading.checked(loaded, options)
 
 
-def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResult:
-    """Evaluate, write the local record, log it. A folder holding an unfinished run of the same
-    configuration is resumed: only the utterances it lacks are evaluated."""
+class Shared:
+    """What several evaluations in one process load once (evalkit sweep): the metrics, each set
+    keyed by everything it is built from, and one metric worker pool per set, whose workers keep
+    their loaded models from one checkpoint to the next. The ASR backend is shared already
+    (evalkit.asr.resolve loads each once per process). `close` stops the workers."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, list[Metric]] = {}
+        self._pools: dict[int, workers_mod.MetricPool] = {}
+
+    def metrics(self, key: str, make: Callable[[], list[Metric]]) -> list[Metric]:
+        if key not in self._metrics:
+            self._metrics[key] = make()
+        return self._metrics[key]
+
+    def pool(self, metrics: list[Metric], workers: int | None) -> workers_mod.MetricPool | None:
+        n = pipeline.pool_workers(metrics, workers, replaying=False)
+        if not n:
+            return None
+        if id(metrics) not in self._pools:
+            self._pools[id(metrics)] = workers_mod.MetricPool(workers_mod.pooled([declared(m) for m in metrics]), n)
+        return self._pools[id(metrics)]
+
+    def close(self, now: bool = False) -> None:
+        for pool in self._pools.values():
+            pool.close(now=now)
+        self._pools.clear()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A run with everything resolved and loaded, before anything is evaluated or written."""
+
+    config: RunConfig
+    suite: Suite
+    uri: str
+    experiment: str
+    refs: references.References | None
+    metrics: list[Metric]
+    device: str
+    asr: ASRBackend | None
+    tracking_problem: EvalkitError | None
+    recorded: pipeline.Recorded | None
+    source: record.RunRecord | None
+    key: str  # evalkit.evaluation_key: the same model, suite and settings give the same key
+
+
+def prepare(config: RunConfig, shared: Shared | None = None) -> Prepared:
+    """Resolve the suite, references, metrics, device and ASR of `config`; bad input fails here,
+    before any work. With `shared`, metrics already loaded for the same settings are reused."""
     allocator.keep_freed_memory()  # a no-op after the CLI's; for library callers
     if config.limit is not None and config.limit < 1:
         raise EvalkitError("--limit must be at least 1")
@@ -127,11 +179,71 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     uri = config.tracking_uri or tracking.default_uri()
     refs = (references.resolve(config.reference_run, suite, uri) if config.reference_run
             else references.from_suite(suite))
-    metrics = load_metrics(config.metrics, refs is not None,
-                           any(u.speaker_prompt is not None for u in suite.utterances), config.metric_options)
+    prompts = any(u.speaker_prompt is not None for u in suite.utterances)
+
+    def make() -> list[Metric]:
+        return load_metrics(config.metrics, refs is not None, prompts, config.metric_options)
+
+    metrics_key = json.dumps([config.metrics, refs is not None, prompts, config.metric_options], sort_keys=True)
+    metrics = shared.metrics(metrics_key, make) if shared is not None else make()
     device = resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
-    tracking_problem = _preflight(uri)
+    recorded, source = _recorded(Path(config.audio_from), suite) if config.audio_from else (None, None)
+    asr = (asr_mod.resolve(config.asr, device, pipeline.whisper_threads(metrics, config.workers, recorded is not None))
+           if any(m.needs_transcript for m in metrics) else None)
+    languages = getattr(asr, "languages", None)
+    if languages is not None and suite.language not in languages:
+        raise EvalkitError(f"--asr {config.asr} does not transcribe {suite.language!r}, the language of suite "
+                           f"{suite.name}; choose a model that does (a multilingual Whisper)")
+    key = evaluation_key(config, suite, metrics, asr, device, refs) if recorded is None else ""
+    return Prepared(config, suite, uri, experiment, refs, metrics, device, asr, _preflight(uri), recorded, source,
+                    key)
+
+
+def evaluation_key(config: RunConfig, suite: Suite, metrics: list[Metric], asr: ASRBackend | None, device: str,
+                   refs: references.References | None) -> str:
+    """One digest of what decides a run's numbers: the model's bytes, the suite's sentences and
+    every setting that changes a row (not where it is written or logged, nor its step). A sweep
+    skips a checkpoint whose key is already logged in the experiment."""
+    settings = {
+        "model": model_identity(config.model),
+        "adapter": config.adapter,
+        "suite": suite.digest,
+        "asr": dict(asr.describe()).get("settings_digest", config.asr) if asr is not None else None,
+        "metrics": [[m.name, m.version, dict(m.options)] for m in metrics],
+        "device": device,
+        "reference": refs.digest if refs is not None else None,
+        "textnorm": textnorm.VERSION,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_identity(model: str) -> str:
+    """sha256 of a model file's bytes, of a model folder's files (names and bytes), or of the
+    spec itself (espeak:ko, an http endpoint)."""
+    path = Path(model)
+    try:
+        if path.is_file():
+            return cache_mod.sha256_file(path)
+        if path.is_dir():
+            h = hashlib.sha256()
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+                h.update(f"{f.relative_to(path).as_posix()}\n{cache_mod.sha256_file(f)}\n".encode())
+            return h.hexdigest()
+    except OSError:
+        pass  # unreadable: the adapter says why when it loads it
+    return hashlib.sha256(model.encode()).hexdigest()
+
+
+def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Shared | None = None,
+        prepared: Prepared | None = None, parent_run_id: str | None = None) -> RunResult:
+    """Evaluate, write the local record, log it. A folder holding an unfinished run of the same
+    configuration is resumed: only the utterances it lacks are evaluated. `prepared` (from
+    `prepare`) skips resolving again; `shared` reuses loaded metrics and their workers; the MLflow
+    run is a child of `parent_run_id` when given (a sweep's)."""
+    p = prepared or prepare(config, shared)
+    config, suite, uri, experiment, refs, metrics = p.config, p.suite, p.uri, p.experiment, p.refs, p.metrics
+    device, asr, recorded, source, tracking_problem = p.device, p.asr, p.recorded, p.source, p.tracking_problem
 
     out_dir = config.out_dir or Path("evalkit-runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{suite.name}"
     config = dataclasses.replace(config, out_dir=out_dir)
@@ -143,13 +255,6 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
         record.append_rows(out_dir, rows)
         saved[0] += len(rows)
 
-    recorded, source = _recorded(Path(config.audio_from), suite) if config.audio_from else (None, None)
-    asr = (asr_mod.resolve(config.asr, device, pipeline.whisper_threads(metrics, config.workers, recorded is not None))
-           if any(m.needs_transcript for m in metrics) else None)
-    languages = getattr(asr, "languages", None)
-    if languages is not None and suite.language not in languages:
-        raise EvalkitError(f"--asr {config.asr} does not transcribe {suite.language!r}, the language of suite "
-                           f"{suite.name}; choose a model that does (a multilingual Whisper)")
     adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
     try:
         _prepare_out(out_dir)
@@ -158,7 +263,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
                                        refs.paths if refs else None,
                                        on_rows=save,
                                        skip=frozenset(r.utterance_id for r in previous),
-                                       workers=config.workers, recorded=recorded)
+                                       workers=config.workers, recorded=recorded,
+                                       pool=shared.pool(metrics, config.workers) if shared and adapter else None)
         if adapter is not None:
             model_info, adapter_name = dict(adapter.describe()), adapter.name
         else:
@@ -185,6 +291,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     extra_tags = {"evalkit.broken_stages": "; ".join(b.split(":")[0] for b in broken)} if broken else {}
     if source is not None:
         extra_tags["evalkit.rescored_from"] = source.run_id
+    if p.key:
+        extra_tags[EVALUATION_KEY_TAG] = p.key
     summary = _summary(config, suite, adapter_name, model_info, asr_info, metrics, device, rows,
                        started, finished, uri, experiment, refs, extra_tags,
                        cache=dataclasses.asdict(evaluation.counts), resumed=len(previous), broken=broken)
@@ -197,7 +305,7 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None) -> RunResu
     try:
         if tracking_problem:
             raise tracking_problem
-        mlflow_run_id = tracking.log_run(out_dir, uri, experiment)
+        mlflow_run_id = tracking.log_run(out_dir, uri, experiment, parent_run_id)
         summary = dataclasses.replace(summary, tracking=record.TrackingInfo(uri, experiment, mlflow_run_id))
         tracking_error = None
     except EvalkitError as exc:

@@ -58,14 +58,15 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
              references: Mapping[str, Path] | None = None,
              on_rows: Callable[[list[Row]], None] | None = None,
              skip: frozenset[str] = frozenset(), workers: int | None = None,
-             recorded: Recorded | None = None) -> Evaluation:
+             recorded: Recorded | None = None, pool: workers_mod.MetricPool | None = None) -> Evaluation:
     """Evaluate every utterance of `suite` not in `skip`; finished rows go to `on_rows` chunk by chunk.
 
     Audio-only metrics that are process-safe score in `workers` worker processes (default: one
     per core beyond the first; 0 scores everything here). With `recorded`, clips come from that
     run instead of `adapter`. A metric that does not derive from evalkit.protocols.Metric is seen
     through it (`declared`). The ASR backend is used as given: its threads are decided when it is
-    built (`whisper_threads`)."""
+    built (`whisper_threads`). A `pool` given (a sweep's, whose workers keep their loaded
+    metrics from one checkpoint to the next) is used instead of starting one, and left running."""
     progress = progress or Progress()
     metrics = [declared(m) for m in metrics]
     audio_dir = out_dir / "audio"
@@ -79,7 +80,11 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
     pooled = workers_mod.pooled(metrics)
     local = [m for m in metrics if m not in pooled]
     n_workers = pool_workers(metrics, workers, recorded is not None)
-    pool = workers_mod.MetricPool(pooled, n_workers) if n_workers else None
+    owned = pool is None
+    if not n_workers:
+        pool = None
+    elif pool is None:
+        pool = workers_mod.MetricPool(pooled, n_workers)
 
     made = "replay" if recorded is not None else "synthesize"
     done = partial(progress.advance, stage=made)
@@ -136,7 +141,7 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
                 finish(*previous)
         interrupted = False
     finally:
-        if pool is not None:
+        if pool is not None and (owned or interrupted):
             pool.close(now=interrupted)
     return Evaluation(rows, counts)
 

@@ -219,15 +219,15 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
-def log_run(out_dir: Path, uri: str, experiment: str) -> str:
+def log_run(out_dir: Path, uri: str, experiment: str, parent_run_id: str | None = None) -> str:
     """Log the run folder as one MLflow run, unless the store already holds it; returns the MLflow
-    run id and notes it in summary.json."""
+    run id and notes it in summary.json. With `parent_run_id` (a sweep's), it is that run's child."""
     uri = adopt_credentials(uri)
     check_reachable(uri)
     _own_files_only(out_dir)
     summary, rows = record.load(out_dir)
     with calling("cannot log the run to MLflow", uri, TrackingError):
-        run_id = find_logged(uri, summary.run_id) or _log(out_dir, summary, rows, uri, experiment)
+        run_id = find_logged(uri, summary.run_id) or _log(out_dir, summary, rows, uri, experiment, parent_run_id)
     record.write_summary(out_dir, dataclasses.replace(summary, tracking=record.TrackingInfo(uri, experiment, run_id)))
     return run_id
 
@@ -256,17 +256,24 @@ def find_logged(uri: str, evalkit_run_id: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def _log(out_dir: Path, summary: record.RunRecord, rows: list[Row], uri: str, experiment: str) -> str:
-    c = client(uri)
+def _experiment_id(c, uri: str, experiment: str) -> str:
     exp = c.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else c.create_experiment(
+    return exp.experiment_id if exp else c.create_experiment(
         experiment, artifact_location=_artifact_location(uri, experiment))
+
+
+def _log(out_dir: Path, summary: record.RunRecord, rows: list[Row], uri: str, experiment: str,
+         parent_run_id: str | None) -> str:
+    c = client(uri)
+    exp_id = _experiment_id(c, uri, experiment)
     # The run's times are the evaluation's, not the upload's (which takes well under a second).
-    tags = {**summary.tags, DESCRIPTION_TAG: description(summary)}
+    tags = {**summary.tags, DESCRIPTION_TAG: description(summary),
+            **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
     run = c.create_run(exp_id, start_time=_ms(summary.started_unix), tags=tags, run_name=summary.run_name)
     run_id = run.info.run_id
     try:
-        _fill(c, run_id, out_dir, summary, rows)
+        model_id = _logged_model(c, exp_id, run_id, summary)
+        _fill(c, run_id, out_dir, summary, rows, model_id)
     except Exception:
         with contextlib.suppress(Exception):  # leave no run looking alive; the local record is the truth
             c.set_terminated(run_id, "FAILED")
@@ -276,6 +283,48 @@ def _log(out_dir: Path, summary: record.RunRecord, rows: list[Row], uri: str, ex
 
 
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's description in the MLflow UI
+PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under this one (a sweep's parent run)
+MODEL_TYPE = "tts-checkpoint"
+
+
+def flat_metrics(summary: record.RunRecord) -> dict[str, float]:
+    """Every number a run logs as an MLflow metric: the aggregates, then each suite tag's
+    (`cer/mean/tag/numbers_native`)."""
+    out = {k: float(v) for k, v in summary.aggregates.items()}
+    out.update({tag_key(k, tag): float(v) for tag, agg in summary.by_tag.items() for k, v in agg.items()})
+    return out
+
+
+def logged_model_name(model: str) -> str:
+    """The checkpoint's name as MLflow accepts it for a logged model (no / : . % " ')."""
+    return re.sub(r"[/:.%\"']", "_", Path(model.rstrip("/")).name or model)[:200] or "model"
+
+
+def _logged_model(c, exp_id: str, run_id: str, summary: record.RunRecord) -> str:
+    """The id of the checkpoint's MLflow logged model in this experiment: one per model (sha256),
+    created on its first evaluation as an external model (its weights stay where they are; only
+    MLflow's MLmodel stub is stored), found again for every later evaluation on any suite."""
+    from mlflow.models.model import MLMODEL_FILE_NAME
+    from mlflow.models.utils import get_external_mlflow_model_spec
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
+
+    sha = str(summary.model.get("model_sha256") or summary.tags.get("evalkit.model_sha256") or "")
+    if sha and re.fullmatch(r"[0-9a-f]+", sha):
+        found = c.search_logged_models([exp_id], filter_string=f"tags.`evalkit.model_sha256` = '{sha}'",
+                                       max_results=1)
+        if found:
+            return found[0].model_id
+    tags = {MLFLOW_MODEL_IS_EXTERNAL: "true", "evalkit.model_sha256": sha, "evalkit.model": summary.model_name,
+            "evalkit.adapter": summary.adapter,
+            **({"evalkit.step": str(summary.step)} if summary.step is not None else {})}
+    model = c.create_logged_model(exp_id, name=logged_model_name(summary.model_name), source_run_id=run_id,
+                                  tags=tags, model_type=MODEL_TYPE,
+                                  params={k: str(v)[:6000] for k, v in summary.model.items() if v is not None})
+    with tempfile.TemporaryDirectory() as tmp:
+        get_external_mlflow_model_spec(model).save(str(Path(tmp) / MLMODEL_FILE_NAME))
+        c.log_model_artifacts(model.model_id, tmp)
+    c.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
 
 
 def description(summary: record.RunRecord) -> str:
@@ -297,15 +346,16 @@ def _ms(unix: float) -> int:
     return int(unix * 1000)
 
 
-def _fill(client, run_id: str, out_dir: Path, summary: record.RunRecord, rows: list[Row]) -> None:
+def _fill(client, run_id: str, out_dir: Path, summary: record.RunRecord, rows: list[Row], model_id: str) -> None:
     import pandas as pd
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
     ts, step = _ms(summary.finished_unix), summary.step or 0
     params = [Param(k, str(v)[:6000]) for k, v in summary.params.items()]
-    metrics = [Metric(k, float(v), ts, step) for k, v in summary.aggregates.items()]
-    metrics += [Metric(tag_key(k, tag), float(v), ts, step)
-                for tag, agg in summary.by_tag.items() for k, v in agg.items()]
+    # Each value also belongs to the checkpoint's logged model and to the suite as a dataset, so
+    # mlflow.search_logged_models ranks checkpoints on one suite.
+    linked = {"model_id": model_id, "dataset_name": summary.suite.name, "dataset_digest": summary.suite.digest[:32]}
+    metrics = [Metric(k, float(v), ts, step, **linked) for k, v in flat_metrics(summary).items()]
     for i in range(0, max(len(metrics), len(params)), 100):
         client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100], tags=[])
     # The suite as the run's dataset: MLflow's Dataset column and filter name it, and two runs on
@@ -464,6 +514,78 @@ def find_latest(uri: str, experiment: str, exclude_run_id: str | None = None) ->
         if r.info.run_id != exclude_run_id:
             return r.info.run_id
     raise EvalkitError(f"MLflow experiment {experiment!r} has no finished run other than the candidate")
+
+
+def find_evaluated(uri: str, experiment: str, key: str) -> LoggedRun | None:
+    """The newest FINISHED run of `experiment` tagged evalkit.evaluation_key=`key` (the same
+    model bytes, suite and settings), if any: a sweep does not evaluate it again."""
+    if not re.fullmatch(r"[0-9a-f]{64}", key):
+        return None
+    c = client(uri)
+    with calling(f"cannot search MLflow experiment {experiment!r}", uri):
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        found = c.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`{EVALUATION_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'")
+    return next((LoggedRun(r.info.run_id, exp.name, r.info.start_time, dict(r.data.tags), dict(r.data.params),
+                           dict(r.data.metrics)) for r in found), None)
+
+
+# --- sweeps: one parent run per sweep, a history point per checkpoint ----------------------
+
+
+SWEEP_TAG = "evalkit.sweep"
+EVALUATION_KEY_TAG = "evalkit.evaluation_key"
+
+
+def sweep_parent(uri: str, experiment: str, name: str, tags: Mapping[str, str]) -> tuple[str, dict[str, set[int]]]:
+    """(run id, {metric key: steps it already holds}) of the parent run of sweep `name` in
+    `experiment`: the one a previous sweep of that name left (a re-run nightly adds its points to
+    the same curves), else a new one. It is marked RUNNING until `end_sweep`."""
+    if "'" in name or "`" in name:
+        raise EvalkitError(f"sweep name {name!r} cannot contain quotes")
+    c = client(uri)
+    with calling(f"cannot open the sweep's parent run in MLflow experiment {experiment!r}", uri):
+        exp_id = _experiment_id(c, uri, experiment)
+        found = c.search_runs([exp_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`{SWEEP_TAG}` = '{name}'")
+        if found:
+            run_id = found[0].info.run_id
+            c.update_run(run_id, status="RUNNING")
+            for k, v in tags.items():
+                c.set_tag(run_id, k, v)
+            held = {k: {m.step for m in c.get_metric_history(run_id, k)} for k in found[0].data.metrics}
+            return run_id, held
+        run = c.create_run(exp_id, run_name=f"sweep:{name}", tags={SWEEP_TAG: name, **tags})
+        return run.info.run_id, {}
+
+
+def log_points(uri: str, run_id: str, values: Mapping[str, float], step: int, when_unix: float) -> None:
+    """`values` on run `run_id` at training step `step`: MLflow's chart view draws each key over
+    the steps a sweep logged."""
+    from mlflow.entities import Metric
+
+    c = client(uri)
+    points = [Metric(k, float(v), _ms(when_unix), step) for k, v in values.items()]
+    with calling(f"cannot log the sweep's step {step} to MLflow run {run_id}", uri):
+        for i in range(0, len(points), 500):
+            c.log_batch(run_id, metrics=points[i:i + 500])
+
+
+def log_sweep_files(uri: str, run_id: str, folder: Path, files: Iterable[Path]) -> None:
+    """The sweep's record and report as artifacts of its parent run (under `sweep/`)."""
+    c = client(uri)
+    with calling(f"cannot upload the sweep's files to MLflow run {run_id}", uri):
+        for f in files:
+            if f.is_file() and not f.is_symlink() and f.resolve().is_relative_to(folder.resolve()):
+                c.log_artifact(run_id, str(f), artifact_path="sweep")
+
+
+def end_sweep(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    c = client(uri)
+    with calling(f"cannot close the sweep's parent run {run_id}", uri):
+        c.set_terminated(run_id, status)
 
 
 # --- tags and reports ----------------------------------------------------------------------

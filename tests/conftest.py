@@ -139,7 +139,9 @@ def tiny_tts(tmp_path_factory):
     from evalkit import plugins
 
     with pytest.MonkeyPatch.context() as mp:
-        if plugins.registered(plugins.ADAPTERS).get("tiny-tts", ("",))[0] != "tiny_tts:TinyTTS":
+        registered = plugins.registered(plugins.ADAPTERS)
+        if (registered.get("tiny-tts", ("",))[0] != "tiny_tts:TinyTTS"
+                or registered.get("degraded-piper", ("",))[0] != "tiny_tts:DegradedPiper"):
             source = shutil.copytree(PLUGIN, tmp_path_factory.mktemp("tiny-tts-src") / "tiny_tts")  # builds there
             site = tmp_path_factory.mktemp("tiny-tts-site")
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
@@ -150,6 +152,24 @@ def tiny_tts(tmp_path_factory):
         import tiny_tts
 
         found = plugins.registered(plugins.ADAPTERS)
-        assert {"torch", "torchscript", "tiny-tts"} <= set(found), f"adapters not registered: {sorted(found)}"
+        assert {"torch", "torchscript", "tiny-tts", "degraded-piper"} <= set(found), \
+            f"adapters not registered: {sorted(found)}"
         assert found["tiny-tts"][0] == "tiny_tts:TinyTTS"
         yield tiny_tts
+
+
+def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process, so the session's Whisper is reused (the ASR factory caches it)."""
+    from evalkit import cli
+
+    old = sys.argv
+    sys.argv = ["evalkit", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -182,7 +182,7 @@ BAD_CHECKPOINTS = {
     "custom_class": ("refused to unpickle the object tiny_tts.TrainerState", "EVALKIT_TRUST_CHECKPOINTS=1"),
     "random_bytes": ("not a readable PyTorch checkpoint", "UnpicklingError"),
     "truncated": ("not a readable PyTorch checkpoint",),
-    "bad_sidecar": ("unknown key(s) adaptor", "allowed: adapter, config, trust"),
+    "bad_sidecar": ("unknown key(s) adaptor", "allowed: adapter, config, step, trust"),
 }
 
 

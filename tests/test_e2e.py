@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_in_process
 from mlflow.tracking import MlflowClient
 
 from evalkit import suite as suite_mod
 
 AGGREGATES = ("cer/mean", "cer/median", "cer/p90", "dnsmos_ovrl/mean", "rtf/mean", "failures/count")
-
-
-def run_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in this process, so the session's Whisper is reused (the ASR factory caches it)."""
-    from evalkit import cli
-
-    old = sys.argv
-    sys.argv = ["evalkit", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def only_run(uri: str, experiment: str):

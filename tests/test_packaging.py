@@ -251,7 +251,8 @@ def test_a_model_only_a_missing_adapter_loads_names_its_extra(monkeypatch, tmp_p
     # A model nobody claims still says which (installed) adapters were tried, without piper.
     with pytest.raises(EvalkitError, match="no adapter loads") as caught:
         adapters.resolve("nosuch:model")
-    assert "piper" not in str(caught.value) and "espeak" in str(caught.value)
+    # (the tests' own degraded-piper plug-in is installed, and is not the piper adapter)
+    assert not re.search(r"(?<![\w-])piper\b", str(caught.value)) and "espeak" in str(caught.value)
 
 
 def test_missing_extra_survives_pickling():

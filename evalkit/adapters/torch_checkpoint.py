@@ -4,7 +4,7 @@ The checkpoint names its adapter in one of two places (the sidecar wins, so a wr
 fixed without rewriting a large checkpoint; its `config` is merged over the embedded one):
 
     torch.save({"model": net.state_dict(), "evalkit": {"adapter": "my-tts", "config": {...}}}, "ckpt.pt")
-    ckpt.pt.evalkit.yaml:   adapter: my-tts     (optional: config: {...}, trust: true)
+    ckpt.pt.evalkit.yaml:   adapter: my-tts     (optional: config: {...}, trust: true, step: 12000)
 
 `adapter` is an entry point name (group `evalkit.adapters`), or "pkg.mod:Name" when you trust the
 checkpoint (below): a name inside a file is checked against the installed entry points before
@@ -40,7 +40,7 @@ from ..types import Audio, SynthesisRequest
 
 SUFFIXES = (".pt", ".pth", ".ckpt")
 SIDECAR_SUFFIX = ".evalkit.yaml"
-SIDECAR_KEYS = {"adapter", "config", "trust"}
+SIDECAR_KEYS = {"adapter", "config", "trust", "step"}  # step: the training step, for evalkit sweep
 TRUST_ENV = "EVALKIT_TRUST_CHECKPOINTS"
 KEY = "evalkit"
 HOWTO = ('save it with torch.save({..., "evalkit": {"adapter": "my-tts", "config": {...}}}, path), '
@@ -100,6 +100,11 @@ def _integer_samples(who: str, dtype: str, bits: int, signed: bool) -> None:
     raise RuntimeError(f"{who} returned {dtype} samples: return float32 in [-1, 1] (e.g. {how})")
 
 
+def read_sidecar(path: Path) -> tuple[dict, Path | None]:
+    """The checkpoint's sidecar (PATH.evalkit.yaml), checked, and its path; ({}, None) without one."""
+    return _read_sidecar(path)
+
+
 def _read_sidecar(path: Path) -> tuple[dict, Path | None]:
     sidecar = Path(str(path) + SIDECAR_SUFFIX)
     if not sidecar.is_file():
@@ -116,8 +121,8 @@ def _read_sidecar(path: Path) -> tuple[dict, Path | None]:
         raise EvalkitError(f"{sidecar}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
                            f"(allowed: {', '.join(sorted(SIDECAR_KEYS))})")
     for key, kind, what in (("adapter", str, "an entry point name or pkg.mod:Name"), ("config", dict, "a mapping"),
-                            ("trust", bool, "true or false")):
-        if key in data and not isinstance(data[key], kind):
+                            ("trust", bool, "true or false"), ("step", int, "a whole number")):
+        if key in data and (not isinstance(data[key], kind) or (key == "step" and isinstance(data[key], bool))):
             raise EvalkitError(f"{sidecar}: `{key}` must be {what}")
     return data, sidecar
 
