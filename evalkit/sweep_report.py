@@ -522,7 +522,7 @@ def _section(index: int, name: str, runs: list[Evaluated], missed: list[tuple[Ch
     columns = tuple(KeyColumn(t.key, arrow(t.higher_is_better), _direction_words(t.higher_is_better))
                     for t in trajectories)
     rows = tuple(CheckpointRow(
-        step=str(r.step), model=r.checkpoint.model, step_source=r.checkpoint.step_source,
+        step=str(r.step), model=shown_model(r.checkpoint.model), step_source=r.checkpoint.step_source,
         utterances=str(len(r.rows)), failures=str(sum(row.failure is not None for row in r.rows)),
         mlflow_run_id=r.checkpoint.mlflow_run_id or r.summary.tracking.run_id or "",
         cells=tuple(_estimate_cell(t, i) for t in trajectories)) for i, r in enumerate(runs))
@@ -537,7 +537,7 @@ def _section(index: int, name: str, runs: list[Evaluated], missed: list[tuple[Ch
         best=best, heatmap=_heatmap(runs, heat_key, directions.get(heat_key or "")) if heat_key else None,
         listen_key=listen_key, alignment=bool(_alignment_column(runs, heat_key)),
         listening=tuple(_listen(uid, runs, heat_key, index, place) for uid in listening_ids(runs, heat_key)),
-        missed=tuple(Missed(str(c.step), c.model, status, c.reason or "no reason recorded") for c, status in missed))
+        missed=tuple(Missed(str(c.step), shown_model(c.model), status, c.reason or "no reason recorded") for c, status in missed))
 
 
 def _notes(runs: Sequence[Evaluated]) -> list[str]:
@@ -566,7 +566,7 @@ def _best_row(t: Trajectory, runs: Sequence[Evaluated]) -> BestRow:
     e = t.estimates[t.best]
     assert e is not None
     near = t.near_best()
-    return BestRow(t.key, arrow(t.higher_is_better), words, str(t.steps[t.best]), runs[t.best].checkpoint.model,
+    return BestRow(t.key, arrow(t.higher_is_better), words, str(t.steps[t.best]), shown_model(runs[t.best].checkpoint.model),
                    _interval(e), _steps([t.steps[i] for i in near]) if near else "none")
 
 
@@ -778,6 +778,12 @@ def _copier(out_dir: Path) -> Placer:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:80] or "utterance"
+
+
+def shown_model(model: str) -> str:
+    """A checkpoint as a report names it: its file name, never a local absolute path (a report is
+    shared), or the spec itself (espeak:ko)."""
+    return Path(model).name if "/" in model or Path(model).suffix else model
 
 
 def build(sweep_dir: Path) -> tuple[str, str]:
