@@ -18,7 +18,7 @@ from rich.table import Table
 from . import gates as gates_mod
 from . import report as report_mod
 from . import runs, tracking
-from .compare import Comparison, Incomparable
+from .compare import Comparison, Incomparable, TagDelta
 from .compare import compare as compare_runs
 from .console import err, out
 from .errors import EvalkitError
@@ -77,6 +77,34 @@ def _table(result: Comparison, verdict: gates_mod.Verdict | None = None) -> Tabl
     return table
 
 
+def _tag_tables(result: Comparison, headlines: tuple[str, ...], verdict: gates_mod.Verdict | None = None) -> None:
+    """The per-tag deltas (report_mod.tag_rows), a table per key: the metric column's width goes to
+    the tag, so each still fits an 80-column CI log. Nothing when the suite has no tags."""
+    shown = report_mod.tag_rows(result, headlines, verdict)
+    if not shown:
+        return
+    out.print(report_mod.correction_text(result.tags), markup=False, highlight=False, soft_wrap=True)
+    by_key: dict[str, list[TagDelta]] = {}
+    for t in shown:
+        by_key.setdefault(t.key, []).append(t)
+    for key, tags in by_key.items():
+        first = tags[0]
+        title = (f"{key} {report_mod.arrow(first.stats.higher_is_better)} by tag · "
+                 f"{gates_mod.level(first.confidence)} CIs")
+        table = Table(title=escape(title), box=box.SIMPLE_HEAD)
+        for col in ("tag", "n", "baseline", "candidate", "Δ", "CI", "status" if verdict else "direction"):
+            table.add_column(col, justify="left" if col in ("tag", "direction", "status") else "right",
+                             no_wrap=col in ("tag", "CI"))
+        for t in tags:
+            m = t.stats
+            status = report_mod.tag_status(verdict, t) if verdict else m.direction
+            style = {"regressed": "bold red", "worse": "yellow", "better": "green"}.get(status)
+            table.add_row(escape(t.tag), str(m.n), report_mod.fmt(m.baseline_mean, digits=3),
+                          report_mod.fmt(m.candidate_mean, digits=3), report_mod.fmt(m.delta, True, 3),
+                          escape(report_mod.ci_text(m, 3)), status, style=style)
+        out.print(table)
+
+
 def _print_details(result: Comparison) -> None:
     for r in result.reasons:
         err.print(f"warning: not comparable, forced: {r}", markup=False, highlight=False, soft_wrap=True)
@@ -95,7 +123,9 @@ def compare(
 ) -> None:
     """Compare RUN_B (candidate) with RUN_A (baseline), utterance by utterance: means, delta
     (B - A), 95% paired-bootstrap CI, Wilcoxon p and direction per metric (↑ higher is better,
-    ↓ lower is better, ↕ no direction: changed or same, never worse). Exit 2 if incomparable."""
+    ↓ lower is better, ↕ no direction: changed or same, never worse). Then, when the suite has tags,
+    a table per headline key with a row per tag: its delta and CI, Bonferroni-corrected across the
+    tags. Exit 2 if incomparable."""
     cand, base = _load_pair(run_b, run_a, tracking_uri, with_audio=False)
     result = compare_runs(cand, base, force=force)
     if isinstance(result, Incomparable):
@@ -103,6 +133,7 @@ def compare(
     out.print(f"baseline:  {base.label} · {base.source}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"candidate: {cand.label} · {cand.source}", markup=False, highlight=False, soft_wrap=True)
     out.print(_table(result))
+    _tag_tables(result, report_mod.headlines(cand, base))
     _print_details(result)
 
 
@@ -121,14 +152,15 @@ def report(
                                         "the first key that got worse.", metavar="KEY"),
     tracking_uri: str | None = typer.Option(None, help=_URI_HELP, callback=_without_credentials, metavar="URI"),
 ) -> None:
-    """Judge CANDIDATE against BASELINE with gates; write index.html, summary.md and
+    """Judge CANDIDATE against BASELINE with gates (KEY@TAG gates one suite tag); write index.html, summary.md and
     comparison.json; log them and the verdict tags to the candidate's MLflow run (an incomparable
     report never replaces a pass/regressed verdict the run already holds)."""
     file_gates = gates_mod.from_file(gates) if gates else None  # a bad gates file fails before any download
     cand, base = _load_pair(candidate, baseline, tracking_uri, with_audio=True)
     result = compare_runs(cand, base)
-    rules = file_gates or gates_mod.resolve(None, runs.suite_folder(cand.summary))
-    verdict = gates_mod.judge(result, rules)
+    folder_of_suite = runs.suite_folder(cand.summary)
+    rules = file_gates or gates_mod.resolve(None, folder_of_suite)
+    verdict = gates_mod.judge(result, rules, _suite_tags(folder_of_suite))  # an unknown tag in a gate: exit 2
     suite = cand.summary.suite.name
     folder = out_dir or Path("reports") / f"{suite}-{cand.summary.run_id[:8]}-vs-{base.summary.run_id[:8]}"
     index = report_mod.write(folder, cand, base, result, verdict, worst_by=worst_by)
@@ -138,6 +170,7 @@ def report(
         out.print(f"  {r}", markup=False, highlight=False, soft_wrap=True)
     if isinstance(result, Comparison):
         out.print(_table(result, verdict))
+        _tag_tables(result, report_mod.headlines(cand, base), verdict)
         _print_details(result)
     out.print(f"report: {index}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"summary: {folder / 'summary.md'}", markup=False, highlight=False, soft_wrap=True)
@@ -147,6 +180,19 @@ def report(
         raise _incomparable(verdict.reasons)
     if verdict.status == "regressed" and fail_on_regression:
         raise SystemExit(1)  # not an error: the gate did its job (cli.main would print "error:")
+
+
+def _suite_tags(folder: Path | None) -> set[str]:
+    """The tags of the suite as it is now: a tag gate may name one that no compared utterance
+    carries (a --limit run) without being a typo."""
+    if folder is None:
+        return set()
+    from . import suite as suite_mod
+
+    try:
+        return {t for u in suite_mod.load(str(folder)).utterances for t in u.tags}
+    except EvalkitError:
+        return set()
 
 
 def _log(cand: runs.LoadedRun, base: runs.LoadedRun, folder: Path, verdict: gates_mod.Verdict) -> None:

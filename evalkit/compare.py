@@ -17,6 +17,19 @@ direction the two runs do not agree on decides nothing. Two older runs compare a
 The CI, not the p-value, decides: with five utterances the smallest possible Wilcoxon p is 0.0625,
 while a CI still shows a shift every utterance agrees on.
 
+Per suite tag (the phenomenon tags on Row.tags): the same statistics over the paired utterances
+that carry the tag in both runs (an utterance with two tags counts in both), for every key compared
+suite-wide, kept as TagDelta on Comparison.tags. Looking at m tags at once, one of them would cross
+zero by chance far more often than 5% of the time, so the intervals are Bonferroni-widened: for a key
+compared on m tags, each tag's interval is a 1 - 0.05/m percentile bootstrap interval (`tag_confidence`,
+the one place the correction is made), so the chance that any of the m intervals misses its true mean
+stays at most 5%. m counts the tags with at least one paired finite value of that key. A tag's
+direction is worse or better only when its corrected interval excludes zero. Each tag's interval uses
+RESAMPLES * m resamples (same SEED), so its tails rest on as many resamples as a 95% interval's do
+rather than on the two or three most extreme means; the keys of a tag share the resampled indices
+(`bootstrap_cis`). A tag gets no Wilcoxon p (NaN): uncorrected, it would contradict the corrected
+interval beside it.
+
 Two runs are comparable only when the suite digest, the ASR settings digest (engine, model
 weights, decoding), the text-normalizer version, each shared metric's version and the reference
 audio match; otherwise compare() returns Incomparable with the reasons, or, with force=True, the
@@ -110,6 +123,22 @@ class NewFailure:
 
 
 @dataclass(frozen=True)
+class TagDelta:
+    """One metric value key over the utterances of one suite tag; `stats` is computed as for the
+    whole suite except that its CI (and so its direction) is at the Bonferroni level `confidence`."""
+
+    tag: str
+    tags_compared: int  # m: the tags this key was compared on, the divisor of the correction
+    confidence: float  # tag_confidence(m)
+    resamples: int
+    stats: MetricDelta
+
+    @property
+    def key(self) -> str:
+        return self.stats.key
+
+
+@dataclass(frozen=True)
 class Comparison:
     candidate: str
     baseline: str
@@ -122,6 +151,8 @@ class Comparison:
     notes: tuple[str, ...]
     resamples: int
     seed: int
+    tags: tuple[TagDelta, ...] = ()  # key by key (in `metrics` order), each key's tags in suite order
+    run_tags: tuple[str, ...] = ()  # every tag on a row of either run, compared or not
 
 
 @dataclass(frozen=True)
@@ -131,20 +162,38 @@ class Incomparable:
     reasons: tuple[str, ...]
 
 
+def tag_confidence(tags: int, confidence: float = CONFIDENCE) -> float:
+    """The Bonferroni level of each of `tags` intervals: the family's error rate 1 - confidence split
+    evenly over them (95% over 20 tags: each a 99.75% interval)."""
+    return 1.0 - (1.0 - confidence) / max(1, tags)
+
+
 def bootstrap_ci(deltas, resamples: int = RESAMPLES, seed: int = SEED,
                  confidence: float = CONFIDENCE) -> tuple[float, float]:
-    d = np.asarray(deltas, dtype=float)
-    if d.size == 0:
-        return math.nan, math.nan
+    return bootstrap_cis([deltas], resamples, seed, confidence)[0]
+
+
+def bootstrap_cis(vectors, resamples: int = RESAMPLES, seed: int = SEED,
+                  confidence: float = CONFIDENCE) -> list[tuple[float, float]]:
+    """bootstrap_ci of each of several equally long vectors, each interval exactly what bootstrap_ci
+    gives for its vector alone: the resampled indices are drawn once for all of them, since drawing
+    is most of the cost and every key of a tag is resampled over the same utterances."""
+    ds = [np.asarray(v, dtype=float) for v in vectors]
+    n = ds[0].size if ds else 0
+    if any(d.size != n for d in ds):
+        raise ValueError("bootstrap_cis: the vectors differ in length")
+    if n == 0:
+        return [(math.nan, math.nan)] * len(ds)
     rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    block = max(1, _INDEX_BUDGET // d.size)
+    means = np.empty((len(ds), resamples))
+    block = max(1, _INDEX_BUDGET // n)
     for start in range(0, resamples, block):
         m = min(block, resamples - start)
-        means[start:start + m] = d[rng.integers(0, d.size, size=(m, d.size))].mean(axis=1)
+        index = rng.integers(0, n, size=(m, n))
+        for row, d in zip(means, ds, strict=True):
+            row[start:start + m] = d[index].mean(axis=1)
     alpha = (1.0 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    return [(float(low), float(high)) for low, high in (np.quantile(row, [alpha, 1.0 - alpha]) for row in means)]
 
 
 def wilcoxon_p(candidate, baseline) -> float:
@@ -207,10 +256,58 @@ def compare(candidate: RunLike, baseline: RunLike, force: bool = False,
                      f"{len(base_rows) - len(ids)} only in the baseline)")
     deltas = [_metric_delta(key, ck[key][0], _direction(ck[key][1], bk[key][1]), ids, cand_rows, base_rows,
                             resamples, seed) for key in ck if key in bk]
+    metrics = tuple(d for d in deltas if d is not None)
+    members, run_tags = _tag_members(ids, candidate.rows, baseline.rows, cand_rows, base_rows)
+    notes += [f"tag {t}: only on utterances of the {which} run, not compared" for t, which in
+              _one_sided_tags(candidate.rows, baseline.rows)]
+    tags = _tag_deltas(metrics, members, cand_rows, base_rows, resamples, seed)
     return Comparison(candidate.source, baseline.source, len(ids), len(cand_rows) - len(ids),
-                      len(base_rows) - len(ids), tuple(d for d in deltas if d is not None),
+                      len(base_rows) - len(ids), metrics,
                       tuple(_new_failures(ids, cand_rows, base_rows, [k for k in ck if k in bk])),
-                      tuple(reasons), tuple(notes), resamples, seed)
+                      tuple(reasons), tuple(notes), resamples, seed, tags, run_tags)
+
+
+def _tag_members(ids, cand, base, cand_rows, base_rows) -> tuple[dict[str, list[str]], tuple[str, ...]]:
+    """The paired utterances of each tag, in suite order, and every tag either run knows. An
+    utterance counts for a tag only when both runs' rows carry it: editing tags does not change the
+    suite digest, so two comparable runs may tag an utterance differently."""
+    members: dict[str, list[str]] = {}
+    for uid in ids:
+        theirs = set(cand_rows[uid].tags)
+        for t in dict.fromkeys(base_rows[uid].tags):
+            if t in theirs:
+                members.setdefault(t, []).append(uid)
+    return members, tuple(dict.fromkeys(t for rows in (base, cand) for r in rows for t in r.tags))
+
+
+def _one_sided_tags(cand, base) -> list[tuple[str, str]]:
+    c = dict.fromkeys(t for r in cand for t in r.tags)
+    b = dict.fromkeys(t for r in base for t in r.tags)
+    return [(t, "candidate") for t in c if t not in b] + [(t, "baseline") for t in b if t not in c]
+
+
+def _tag_deltas(metrics: tuple[MetricDelta, ...], members, cand_rows, base_rows, resamples,
+                seed) -> tuple[TagDelta, ...]:
+    """Every key's deltas per tag, key by key. A tag's Wilcoxon p is not computed (NaN): uncorrected,
+    it would contradict the corrected interval beside it, and it decides nothing."""
+    pairs = {(m.key, t): _finite_pairs(m.key, uids, cand_rows, base_rows) for m in metrics
+             for t, uids in members.items()}
+    # m must be known before any interval is drawn: count each key's tags with a pair first.
+    tags_of = {m.key: sum(bool(pairs[(m.key, t)]) for t in members) for m in metrics}
+    # Keys paired on the same utterances of a tag and corrected alike share their resampled indices.
+    groups: dict[tuple, list[MetricDelta]] = {}
+    for m in metrics:
+        for t in members:
+            if pairs[(m.key, t)]:
+                groups.setdefault((t, tuple(uid for uid, _, _ in pairs[(m.key, t)]), tags_of[m.key]), []).append(m)
+    found = {}
+    for (tag, _, count), keys in groups.items():
+        diffs = [[c - b for _, c, b in pairs[(m.key, tag)]] for m in keys]
+        for m, ci in zip(keys, bootstrap_cis(diffs, resamples * count, seed, tag_confidence(count)), strict=True):
+            found[(m.key, tag)] = TagDelta(tag, count, tag_confidence(count), resamples * count,
+                                           _delta(m.key, m.metric, m.higher_is_better, pairs[(m.key, tag)], ci,
+                                                  math.nan))
+    return tuple(found[(m.key, t)] for m in metrics for t in members if (m.key, t) in found)
 
 
 def _direction(candidate: bool | None, baseline: bool | None) -> bool | None:
@@ -218,14 +315,25 @@ def _direction(candidate: bool | None, baseline: bool | None) -> bool | None:
     return candidate if candidate == baseline else None
 
 
-def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, seed) -> MetricDelta | None:
+def _finite_pairs(key, ids, cand_rows, base_rows) -> list[tuple[str, float, float]]:
     pairs = [(uid, cand_rows[uid].value(key), base_rows[uid].value(key)) for uid in ids]
-    pairs = [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
+    return [p for p in pairs if math.isfinite(p[1]) and math.isfinite(p[2])]
+
+
+def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, seed) -> MetricDelta | None:
+    pairs = _finite_pairs(key, ids, cand_rows, base_rows)
     if not pairs:
         return None
     c = np.array([p[1] for p in pairs])
     b = np.array([p[2] for p in pairs])
-    low, high = bootstrap_ci(c - b, resamples, seed)  # the same seed per key: order-independent
+    # The same seed per key: order-independent.
+    return _delta(key, metric, higher, pairs, bootstrap_ci(c - b, resamples, seed), wilcoxon_p(c, b))
+
+
+def _delta(key, metric, higher, pairs, ci: tuple[float, float], p_value: float) -> MetricDelta:
+    c = np.array([p[1] for p in pairs])
+    b = np.array([p[2] for p in pairs])
+    low, high = ci
     if higher is None:  # no direction: a sure change is only a change
         direction = "changed" if low > 0 or high < 0 else "same"
     else:
@@ -233,7 +341,7 @@ def _metric_delta(key, metric, higher, ids, cand_rows, base_rows, resamples, see
         better_side = low > 0 if higher else high < 0
         direction = "worse" if worse_side else "better" if better_side else "same"
     return MetricDelta(key, metric, higher, len(pairs), float(b.mean()), float(c.mean()),
-                       float((c - b).mean()), low, high, wilcoxon_p(c, b), direction, tuple(pairs))
+                       float((c - b).mean()), low, high, p_value, direction, tuple(pairs))
 
 
 def _new_failures(ids, cand_rows, base_rows, keys) -> list[NewFailure]:

@@ -17,6 +17,21 @@ A key regresses only when its CI excludes zero on the worse side AND its mean wo
 its gate: noise never fails a build, nor does a real but tolerated change. A new per-utterance
 failure (compare.NewFailure) is a regression whatever the gates say.
 
+A gate may name a suite tag: `KEY@TAG` bounds KEY over the utterances carrying TAG alone, e.g.
+
+    gates:
+      cer: {max_abs: 0.01}
+      cer@numbers_native: {max_abs: 0.05}          # CER of the native-number readings may rise by 0.05
+
+(in TOML the key is quoted: `"cer@numbers_native" = { max_abs = 0.05 }`). The rule is the suite-wide
+one applied to that tag's delta (compare.TagDelta): it regresses only when the tag's interval, which is
+Bonferroni-corrected across the tags compared for KEY, excludes zero on the worse side AND the tag's
+mean worsening exceeds the gate (max_rel is of the tag's own baseline mean). Only named tag gates
+apply to tags: `default` is for the whole suite, so a noisy small tag never fails a build unless a
+gate asks about it. A gate naming a tag that no utterance of either run (nor the suite, when it is
+found) carries is bad input, an EvalkitError: a misspelt tag must not pass silently. A known tag
+whose key was not measured in both runs is reported as not applied, as for suite-wide gates.
+
 A key without a direction (higher_is_better None, e.g. duration_ratio: 1.0 is ideal, both ways
 are wrong) is never gated, not even by `default`: it has no worse side, so it never regresses. A
 gate named for such a key is reported as not applied.
@@ -29,13 +44,13 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .compare import Comparison, Incomparable, MetricDelta
+from .compare import CONFIDENCE, Comparison, Incomparable, MetricDelta
 from .errors import EvalkitError, first_line
 
 
@@ -66,14 +81,21 @@ class Gate:
         return ", ".join(parts) or "none"
 
 
+TAG_SEPARATOR = "@"  # suite tags are plain names ([A-Za-z0-9._-]), so KEY@TAG splits at the last @
+
+
 @dataclass(frozen=True)
 class Gates:
     per_key: Mapping[str, Gate] = field(default_factory=dict)
     default: Gate | None = None
     source: str = ""
+    per_tag: Mapping[tuple[str, str], Gate] = field(default_factory=dict)  # (tag, key) -> gate
 
     def for_key(self, key: str) -> Gate | None:
         return self.per_key.get(key, self.default)
+
+    def for_tag(self, tag: str, key: str) -> Gate | None:
+        return self.per_tag.get((tag, key))
 
 
 BUILTIN = Gates({}, Gate(max_abs=0.0), "built-in: any worsening whose CI excludes zero")
@@ -87,6 +109,12 @@ class MetricVerdict:
     significant: bool  # the CI excludes zero on the worse side
     breaks_gate: bool
     regressed: bool
+    tag: str | None = None  # the suite tag, for a verdict on one tag's utterances
+
+    @property
+    def name(self) -> str:
+        """KEY, or KEY@TAG as a gates file names it."""
+        return self.key if self.tag is None else f"{self.key}{TAG_SEPARATOR}{self.tag}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,7 @@ class Verdict:
     reasons: tuple[str, ...]  # one line each: what regressed, or why the runs are incomparable
     notes: tuple[str, ...]
     gates_source: str
+    tags: Mapping[tuple[str, str], MetricVerdict] = field(default_factory=dict)  # (tag, key), every TagDelta
 
 
 def parse(obj, source: str) -> Gates:
@@ -103,14 +132,22 @@ def parse(obj, source: str) -> Gates:
         obj = obj["gates"]
     if not isinstance(obj, Mapping):
         raise EvalkitError(f"{source}: gates must be a mapping of metric key -> {{max_abs, max_rel}}")
-    per_key, default = {}, None
+    per_key, per_tag, default = {}, {}, None
     for key, spec in obj.items():
         gate = _gate(spec, f"{source}: gate {key!r}")
+        name, at, tag = str(key).rpartition(TAG_SEPARATOR)
         if key == "default":
             default = gate
+        elif at and not (name and tag):
+            raise EvalkitError(f"{source}: gate {key!r}: write KEY{TAG_SEPARATOR}TAG, e.g. cer@numbers_native")
+        elif at and name == "default":
+            raise EvalkitError(f"{source}: gate {key!r}: a tag gate names a metric key (default is for the "
+                               "whole suite)")
+        elif gate is not None and at:
+            per_tag[(tag, name)] = gate
         elif gate is not None:
             per_key[str(key)] = gate
-    return Gates(per_key, default, source)
+    return Gates(per_key, default, source, per_tag)
 
 
 def _gate(spec, where: str) -> Gate | None:
@@ -162,30 +199,54 @@ def resolve(path: Path | None, suite_folder: Path | None) -> Gates:
     return from_suite(suite_folder) or BUILTIN
 
 
-def judge(result: Comparison | Incomparable, gates: Gates) -> Verdict:
+def judge(result: Comparison | Incomparable, gates: Gates, suite_tags: Collection[str] = ()) -> Verdict:
+    """The verdict of `result` under `gates`. `suite_tags`: the tags of the suite as it is now (when
+    it can be found), known to tag gates beside those on the runs' rows. Raises EvalkitError for a
+    tag gate whose tag neither holds."""
     if isinstance(result, Incomparable) or result.reasons:
         return Verdict("incomparable", {}, result.reasons, (), gates.source)
+    known = set(result.run_tags) | set(suite_tags)
+    unknown = sorted({tag for tag, _ in gates.per_tag if tag not in known})
+    if unknown:
+        have = ", ".join(sorted(known)[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
+        named = ", ".join(f"{k}{TAG_SEPARATOR}{t}" for t, k in gates.per_tag if t in unknown)
+        raise EvalkitError(f"{gates.source}: gate {named} names tag(s) {', '.join(unknown)} that the suite does "
+                           f"not have (its tags: {have})")
     verdicts = {m.key: _judge_metric(m, None if m.higher_is_better is None else gates.for_key(m.key))
                 for m in result.metrics}
+    tagged = {(t.tag, t.key): _judge_metric(t.stats, None if t.stats.higher_is_better is None
+                                            else gates.for_tag(t.tag, t.key), t.tag)
+              for t in result.tags}
     reasons = [_regression_line(m, verdicts[m.key]) for m in result.metrics if verdicts[m.key].regressed]
+    reasons += [_regression_line(t.stats, tagged[(t.tag, t.key)], t.confidence)
+                for t in result.tags if tagged[(t.tag, t.key)].regressed]
     reasons += [f"new failure: {f.utterance_id}: {f.reason}" for f in result.new_failures]
     compared = {m.key for m in result.metrics}
     notes = [f"gate for {k} not applied: not measured in both runs" for k in gates.per_key if k not in compared]
     notes += [f"gate for {m.key} not applied: it has no direction (neither way is better)"
               for m in result.metrics if m.higher_is_better is None and m.key in gates.per_key]
+    notes += [f"gate for {k}{TAG_SEPARATOR}{t} not applied: {k} was not measured in both runs on utterances "
+              f"tagged {t}" for t, k in gates.per_tag if (t, k) not in tagged]
+    notes += [f"gate for {t.key}{TAG_SEPARATOR}{t.tag} not applied: it has no direction (neither way is better)"
+              for t in result.tags if t.stats.higher_is_better is None and (t.tag, t.key) in gates.per_tag]
     return Verdict("regressed" if reasons else "pass", verdicts, tuple(reasons),
-                   tuple(notes) + result.notes, gates.source)
+                   tuple(notes) + result.notes, gates.source, tagged)
 
 
-def _judge_metric(m: MetricDelta, gate: Gate | None) -> MetricVerdict:
+def _judge_metric(m: MetricDelta, gate: Gate | None, tag: str | None = None) -> MetricVerdict:
     allowed = gate.allowed(m.baseline_mean) if gate else math.inf
     significant = m.direction == "worse"  # never for a key without a direction
     breaks = m.higher_is_better is not None and m.worsening > allowed
-    return MetricVerdict(m.key, gate, allowed, significant, breaks, significant and breaks)
+    return MetricVerdict(m.key, gate, allowed, significant, breaks, significant and breaks, tag)
 
 
-def _regression_line(m: MetricDelta, v: MetricVerdict) -> str:
+def _regression_line(m: MetricDelta, v: MetricVerdict, confidence: float = CONFIDENCE) -> str:
     assert v.gate is not None, "only a gated key can regress: without a gate any worsening is allowed"
-    return (f"{m.key}: {m.baseline_mean:.4g} → {m.candidate_mean:.4g} ({m.delta:+.4g}, 95% CI "
+    return (f"{v.name}: {m.baseline_mean:.4g} → {m.candidate_mean:.4g} ({m.delta:+.4g}, {level(confidence)} CI "
             f"[{m.ci_low:+.4g}, {m.ci_high:+.4g}]) exceeds its gate ({v.gate.describe()}: "
             f"at most {v.allowed:.4g} worse)")
+
+
+def level(confidence: float) -> str:
+    """A confidence level as people write it: 95%, 99.77%."""
+    return f"{100 * confidence:.4g}%"

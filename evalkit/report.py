@@ -24,6 +24,12 @@ reference audio only when it provably is what the candidate was scored against
 (runs.reference_paths checks the recorded reference digest); otherwise no reference players, with
 a note. Local absolute paths of gates files are not shown (gates.display_path).
 
+Per suite tag (compare.TagDelta), a section lists each tag's delta with its Bonferroni-corrected
+interval and the sentence stating the correction (`correction_text`). To stay readable on a suite
+with twenty tags and a dozen keys it shows every tag for the headline keys the runs' metrics declare,
+and for any other key only the tags that moved (worse, better, changed) or that a gate names
+(`tag_rows`); comparison.json holds every (tag, key).
+
 Keys without a direction (higher_is_better None, e.g. duration_ratio) show "↕" where other keys
 show ↑ or ↓, the status "changed" or "same", and rank "most changed" utterances by the size of
 their change, never as lower-is-better. Δ % is shown only where a percentage means something
@@ -39,7 +45,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +53,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__, record
-from .compare import Comparison, Incomparable, MetricDelta
+from .compare import CONFIDENCE, Comparison, Incomparable, MetricDelta, TagDelta
 from .errors import EvalkitError, first_line
-from .gates import Verdict
+from .gates import MetricVerdict, Verdict, level
 from .runs import LoadedRun
 from .types import Row
 
@@ -129,7 +135,14 @@ def ci_text(m: MetricDelta, digits: int = 4) -> str:
 
 
 def metric_status(verdict: Verdict, m: MetricDelta) -> str:
-    v = verdict.metrics.get(m.key)
+    return _status(verdict.metrics.get(m.key), m)
+
+
+def tag_status(verdict: Verdict, t: TagDelta) -> str:
+    return _status(verdict.tags.get((t.tag, t.key)), t.stats)
+
+
+def _status(v: MetricVerdict | None, m: MetricDelta) -> str:
     if v is not None and v.regressed:
         return "regressed"
     if m.direction == "worse" and v is not None and v.gate is not None:
@@ -137,11 +150,46 @@ def metric_status(verdict: Verdict, m: MetricDelta) -> str:
     return m.direction
 
 
-def _gate(verdict: Verdict, m: MetricDelta) -> str:
+def _gate(v: MetricVerdict | None, m: MetricDelta) -> str:
     if m.higher_is_better is None:
         return "none (no direction)"
-    v = verdict.metrics.get(m.key)
     return "none" if v is None or v.gate is None else f"≤ {fmt(v.allowed)} worse"
+
+
+def headlines(*runs: LoadedRun) -> tuple[str, ...]:
+    """The headline keys the runs' metrics declare, the first run's first."""
+    return tuple(dict.fromkeys(d.headline for run in runs for d in _facts(run).metrics if d.headline is not None))
+
+
+def tag_rows(result: Comparison, headline_keys: Sequence[str], verdict: Verdict | None = None) -> list[TagDelta]:
+    """The per-tag deltas a table shows: every tag of a headline key (of the first compared key with
+    a direction when no headline was compared), and of other keys the tags that moved or are gated."""
+    compared = [m.key for m in result.metrics]
+    shown = {k for k in headline_keys if k in compared} or {
+        next((m.key for m in result.metrics if m.higher_is_better is not None), compared[0] if compared else "")}
+    gated = verdict.tags if verdict is not None else {}
+    return [t for t in result.tags if t.key in shown or t.stats.direction != "same"
+            or ((t.tag, t.key) in gated and gated[(t.tag, t.key)].gate is not None)]
+
+
+def correction_text(tags: Sequence[TagDelta]) -> str:
+    """The sentence a report states about its per-tag intervals (compare.tag_confidence)."""
+    if not tags:
+        return ""
+    alpha = f"{1 - CONFIDENCE:g}"
+    keys: dict[tuple[int, float], list[str]] = {}
+    for t in tags:
+        at = keys.setdefault((t.tags_compared, t.confidence), [])
+        if t.key not in at:
+            at.append(t.key)
+    outcome = " A tag's direction is decided by that interval alone."
+    if len(keys) == 1:
+        ((m, conf),) = keys
+        return (f"Per-tag intervals are Bonferroni-corrected across the {m} tag{'s' if m != 1 else ''}: each is a "
+                f"1-{alpha}/{m} interval ({level(conf)}).{outcome}")
+    parts = "; ".join(f"{', '.join(k)}: across {m} tag{'s' if m != 1 else ''}, each a 1-{alpha}/{m} interval "
+                      f"({level(conf)})" for (m, conf), k in keys.items())
+    return f"Per-tag intervals are Bonferroni-corrected across the tags each key was compared on ({parts}).{outcome}"
 
 
 def _direction_words(higher_is_better: bool | None) -> str:
@@ -181,6 +229,29 @@ class MetricRow:
     p: str
     gate: str
     status: str
+
+
+@dataclass(frozen=True)
+class TagRow:
+    tag: str
+    key: str
+    arrow: str
+    direction_words: str
+    css_class: str
+    n: int
+    baseline: str
+    candidate: str
+    delta: str
+    ci: str  # at the Bonferroni-corrected level the section's sentence states
+    gate: str
+    status: str
+
+
+@dataclass(frozen=True)
+class TagSection:
+    correction: str  # the sentence stating the multiple-comparison correction
+    rows: tuple[TagRow, ...]
+    left_out: int  # (tag, key) deltas not shown here (unmoved, ungated, not a headline): in comparison.json
 
 
 @dataclass(frozen=True)
@@ -245,6 +316,7 @@ class ComparisonView:
     identical: tuple[str, ...]  # keys equal on every utterance (no plot)
     resamples: int
     seed: int
+    by_tag: TagSection | None = None  # None: no tag was compared
 
 
 @dataclass(frozen=True)
@@ -386,7 +458,8 @@ def view(out_dir: Path, candidate: LoadedRun, baseline: LoadedRun, result: Compa
             ranking=ranking,
             plots=tuple(Plot(d.key, _plot(d)) for d in changed),
             identical=tuple(d.key for d in result.metrics if d not in changed),
-            resamples=result.resamples, seed=result.seed)
+            resamples=result.resamples, seed=result.seed,
+            by_tag=_tag_section(result, verdict, candidate, baseline))
     return ReportView(status=verdict.status, symbol=_SYMBOL[verdict.status], mark=_MARK[verdict.status],
                       candidate=cand.run, baseline=base.run, suite=cand.suite, lang=cand.lang,
                       reasons=tuple(verdict.reasons), gates_source=_text(verdict.gates_source),
@@ -402,7 +475,22 @@ def _metric_row(verdict: Verdict, d: MetricDelta) -> MetricRow:
     return MetricRow(key=d.key, arrow=arrow(d.higher_is_better), direction_words=_direction_words(d.higher_is_better),
                      css_class=st.split(",")[0], baseline=fmt(d.baseline_mean), candidate=fmt(d.candidate_mean),
                      delta=fmt(d.delta, True), delta_pct=pct(d), ci=ci_text(d), p=fmt(d.p_value),
-                     gate=_gate(verdict, d), status=st)
+                     gate=_gate(verdict.metrics.get(d.key), d), status=st)
+
+
+def _tag_section(result: Comparison, verdict: Verdict, candidate: LoadedRun,
+                 baseline: LoadedRun) -> TagSection | None:
+    if not result.tags:
+        return None
+    shown = tag_rows(result, headlines(candidate, baseline), verdict)
+    rows = []
+    for t in shown:
+        d, st = t.stats, tag_status(verdict, t)
+        rows.append(TagRow(tag=t.tag, key=d.key, arrow=arrow(d.higher_is_better),
+                           direction_words=_direction_words(d.higher_is_better), css_class=st.split(",")[0], n=d.n,
+                           baseline=fmt(d.baseline_mean), candidate=fmt(d.candidate_mean), delta=fmt(d.delta, True),
+                           ci=ci_text(d), gate=_gate(verdict.tags.get((t.tag, t.key)), d), status=st))
+    return TagSection(correction_text(result.tags), tuple(rows), len(result.tags) - len(shown))
 
 
 # Templates.
@@ -556,4 +644,14 @@ def _as_json(model: ReportView, result: Comparison | Incomparable, verdict: Verd
                            "ci95": [d.ci_low, d.ci_high], "p": d.p_value,
                            "direction": d.direction, "status": metric_status(verdict, d)} for d in result.metrics]
         out["new_failures"] = [{"id": f.utterance_id, "reason": f.reason} for f in result.new_failures]
+        # Every (tag, key), shown in the report or not; ci at `confidence`, Bonferroni across `tags_compared` tags.
+        out["by_tag"] = {
+            "correction": "bonferroni", "family_confidence": CONFIDENCE,
+            "statement": correction_text(result.tags),
+            "deltas": [{"tag": t.tag, "key": t.key, "higher_is_better": t.stats.higher_is_better, "n": t.stats.n,
+                        "baseline": t.stats.baseline_mean, "candidate": t.stats.candidate_mean,
+                        "delta": t.stats.delta, "ci": [t.stats.ci_low, t.stats.ci_high], "confidence": t.confidence,
+                        "tags_compared": t.tags_compared, "resamples": t.resamples,
+                        "direction": t.stats.direction,
+                        "status": tag_status(verdict, t)} for t in result.tags]}
     return out

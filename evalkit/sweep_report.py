@@ -537,7 +537,8 @@ def _section(index: int, name: str, runs: list[Evaluated], missed: list[tuple[Ch
         best=best, heatmap=_heatmap(runs, heat_key, directions.get(heat_key or "")) if heat_key else None,
         listen_key=listen_key, alignment=bool(_alignment_column(runs, heat_key)),
         listening=tuple(_listen(uid, runs, heat_key, index, place) for uid in listening_ids(runs, heat_key)),
-        missed=tuple(Missed(str(c.step), shown_model(c.model), status, c.reason or "no reason recorded") for c, status in missed))
+        missed=tuple(Missed(str(c.step), shown_model(c.model), status, c.reason or "no reason recorded")
+                     for c, status in missed))
 
 
 def _notes(runs: Sequence[Evaluated]) -> list[str]:
@@ -566,8 +567,9 @@ def _best_row(t: Trajectory, runs: Sequence[Evaluated]) -> BestRow:
     e = t.estimates[t.best]
     assert e is not None
     near = t.near_best()
-    return BestRow(t.key, arrow(t.higher_is_better), words, str(t.steps[t.best]), shown_model(runs[t.best].checkpoint.model),
-                   _interval(e), _steps([t.steps[i] for i in near]) if near else "none")
+    return BestRow(t.key, arrow(t.higher_is_better), words, str(t.steps[t.best]),
+                   shown_model(runs[t.best].checkpoint.model), _interval(e),
+                   _steps([t.steps[i] for i in near]) if near else "none")
 
 
 def _alignment_column(runs: Sequence[Evaluated], key: str | None) -> str | None:

@@ -123,6 +123,8 @@ def test_degraded_candidate_regresses(runs, tmp_path):
     code, out, err = evalkit("compare", str(runs.baseline), str(runs.noisy))
     assert code == 0, err
     assert re.search(r"cer ↓.*worse", out) and re.search(r"dnsmos_ovrl ↑.*worse", out)
+    # Then per suite tag (statement, question, quotation, long, list), each interval Bonferroni-corrected.
+    assert "Per-tag intervals are Bonferroni-corrected across the 5 tags" in out and re.search(r"statement\s+5\s", out)
 
     report = tmp_path / "report"
     # No --worst-by: the first headline the candidate's metrics declare, intelligibility's cer
@@ -134,6 +136,7 @@ def test_degraded_candidate_regresses(runs, tmp_path):
     md = (report / "summary.md").read_text(encoding="utf-8")
     print(f"\n{md}")
     assert md.startswith("## evalkit: ❌ regressed") and "suite.yaml gates" in md
+    assert "### By tag" in md and "1-0.05/5 interval (99%)" in md
 
     # The worst utterances, in order of their CER increase, in both the Markdown and the HTML.
     cand, base = rows(runs.noisy), rows(runs.baseline)
