@@ -143,11 +143,10 @@ def expand(specs: tuple[str, ...], quiet_empty: bool = False) -> list[str]:
         else:
             found = [spec]
         out += sorted(found, key=_natural)
-    seen: dict[str, None] = {}
+    unique: dict[str, str] = {}
     for m in out:  # a file named twice (a folder and a glob over it) is one checkpoint
-        seen.setdefault(str(Path(m).resolve()) if Path(m).exists() else m, None)
-    unique = {str(Path(m).resolve()) if Path(m).exists() else m: m for m in reversed(out)}
-    return [unique[k] for k in seen]
+        unique.setdefault(str(Path(m).resolve()) if Path(m).exists() else m, m)
+    return list(unique.values())
 
 
 def step_of(model: str) -> tuple[int, str] | None:
@@ -325,10 +324,10 @@ def sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pro
     status = "KILLED"
     try:
         if config.watch:
-            stopped = _watch(state, found)
+            stopped = _watch(state)
         else:
-            for c in found:
-                if _evaluate(state, c) and _enough(state, c):
+            for i, c in enumerate(found, 1):
+                if _evaluate(state, c, position=f"[{i}/{len(found)}] ") and _enough(state, c):
                     break
         status = "FINISHED"
     except runner.Interrupted as exc:
@@ -360,13 +359,13 @@ def _enough(state: _State, c: Checkpoint) -> bool:
     return cfg.max_checkpoints is not None and state.evaluated >= cfg.max_checkpoints
 
 
-def _evaluate(state: _State, c: Checkpoint, retry_load: bool = False) -> bool:
+def _evaluate(state: _State, c: Checkpoint, retry_load: bool = False, position: str = "") -> bool:
     """Every suite on checkpoint `c`; True when it counted as a checkpoint evaluated (done or
     failed, not skipped). With `retry_load` (a --watch), a checkpoint that does not load is not
     recorded: LoadFailed is raised for the watcher to try it again when the file changes."""
     counted = False
     for suite in state.config.suites:
-        entry = _one(state, c, suite, retry_load)
+        entry = _one(state, c, suite, retry_load, position)
         if entry is None:
             continue
         state.entries = [e for e in state.entries
@@ -383,14 +382,15 @@ class LoadFailed(EvalkitError):
     """A checkpoint a --watch will try again once it changes."""
 
 
-def _one(state: _State, c: Checkpoint, suite: str, retry_load: bool) -> Entry | None:
+def _one(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: str) -> Entry | None:
     cfg = state.config
     run_dir = state.out_dir / f"{_safe(suite)}-step{c.step:08d}"
     config = dataclasses.replace(cfg.run, suite=suite, model=c.model, out_dir=run_dir, step=c.step,
                                  experiment=state.experiment,
                                  tags={**cfg.run.tags, MEMBER_TAG: state.name, "evalkit.sweep_id": state.sweep_id,
                                        "evalkit.step_source": c.step_source})
-    label = f"{Path(c.model).name if Path(c.model).exists() else c.model} (step {c.step}, from {c.step_source})"
+    shown = Path(c.model).name if Path(c.model).exists() else c.model
+    label = f"{position}{shown} (step {c.step}, from {c.step_source})"
     base = Entry(c.model, c.step, c.step_source, suite, "failed")
     try:
         prepared = runner.prepare(config, state.shared)
@@ -464,9 +464,10 @@ def _safe(name: str) -> str:
 # --- --watch -------------------------------------------------------------------------------
 
 
-def _watch(state: _State, initial: list[Checkpoint]) -> str:
-    """Evaluate what is there, then every new complete checkpoint, until --until,
-    --max-checkpoints or Ctrl-C (which ends the sweep normally while it waits)."""
+def _watch(state: _State) -> str:
+    """Evaluate every complete checkpoint, those there at the start included (training may be
+    writing one), as it appears, until --until, --max-checkpoints or Ctrl-C (which ends the
+    sweep normally while it waits)."""
     cfg = state.config
     handled: set[str] = set()
     last_seen: dict[str, tuple[int, int]] = {}
@@ -474,13 +475,6 @@ def _watch(state: _State, initial: list[Checkpoint]) -> str:
     state.say(f"watching {', '.join(cfg.models)} for new checkpoints every {cfg.poll_s:g} s (Ctrl-C ends the sweep)")
     try:
         while True:
-            if initial:  # what was there at the start needs no second look: training wrote it before
-                for c in initial:
-                    handled.add(str(Path(c.model).resolve()))
-                    _evaluate(state, c)
-                    if _enough(state, c):
-                        return "until" if cfg.until is not None and c.step >= cfg.until else "max-checkpoints"
-                initial = []
             for model in expand(cfg.models, quiet_empty=True):
                 key = str(Path(model).resolve())
                 if key in handled:

@@ -247,7 +247,7 @@ def test_nightly_workflow_template_is_a_valid_github_workflow():
     assert "schedule" in triggers and "workflow_dispatch" in triggers
     steps = wf["jobs"]["evaluate"]["steps"]
     commands = " ".join(s.get("run", "") for s in steps)
-    assert "scripts/setup.sh" in commands and "evalkit run --suite" in commands
+    assert "scripts/setup.sh" in commands and "evalkit sweep --suite" in commands
     assert "--baseline \"tag:$BASELINE\"" in commands and "--fail-on-regression" in commands
     assert "GITHUB_STEP_SUMMARY" in commands
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))

@@ -280,3 +280,34 @@ def test_watch_takes_a_checkpoint_written_later_and_never_a_half_written_one(tmp
     assert summary.model["model_sha256"] == hashlib.sha256(data).hexdigest()  # the whole file, not half
     assert "watching" in stderr and "evaluate:" in stderr  # progress lines, not a silent wait
     assert math.isfinite(summary.aggregates["cer/mean"])
+
+
+def test_the_nightly_judges_the_newest_checkpoint_evaluated_tonight(tmp_path):
+    """The nightly template's step, run as the job runs it, on a sweep record with a skipped
+    (evaluated on an earlier night), a failed and two new checkpoints."""
+    import yaml
+
+    wf = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "nightly.yml").read_text())
+    steps = wf["jobs"]["evaluate"]["steps"]
+    sweep_step = next(s for s in steps if "evalkit sweep --suite" in s.get("run", ""))
+    assert "--name" in sweep_step["run"] and "rm -rf runs/nightly" in sweep_step["run"]
+    newest = next(s for s in steps if s.get("id") == "newest")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    output = tmp_path / "github-output"
+
+    def newest_run_dir(entries: list[dict]) -> str:
+        (tmp_path / "runs" / "nightly").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / "nightly" / "sweep.json").write_text(json.dumps({"checkpoints": entries}))
+        output.write_text("")
+        proc = subprocess.run(["bash", "-e", "-c", newest["run"]], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "GITHUB_OUTPUT": str(output)})
+        assert proc.returncode == 0, proc.stderr
+        return output.read_text().strip().removeprefix("run_dir=")
+
+    entries = [{"step": 3000, "status": "skipped", "run_dir": None},
+               {"step": 5000, "status": "done", "run_dir": "ko-base-step00005000"},
+               {"step": 6000, "status": "failed", "run_dir": None},
+               {"step": 4000, "status": "done", "run_dir": "ko-base-step00004000"}]
+    assert newest_run_dir(entries) == "runs/nightly/ko-base-step00005000"
+    assert newest_run_dir(entries[:1]) == ""  # nothing new tonight: nothing to judge
