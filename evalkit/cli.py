@@ -76,6 +76,10 @@ def run(
     step: int | None = typer.Option(
         None, min=0, help="The checkpoint's training step: recorded (param step, tag evalkit.step) and used as "
                           "the MLflow step of every metric, so MLflow charts them over training.", metavar="N"),
+    allow_download: bool = typer.Option(
+        False, "--allow-download",
+        help="Let --asr download a named Whisper model that is not in the local caches (sets "
+             "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
@@ -85,6 +89,8 @@ def run(
     from .runner import resume as resume_eval
     from .runner import run as run_eval
 
+    if allow_download:
+        _allow_download()
     if resume is not None:
         if model or suite:
             raise EvalkitError("--resume takes its suite and model from the run folder: give neither")
@@ -126,6 +132,10 @@ def rescore(
     metric_option: list[str] = typer.Option(
         [], help="A metric setting NAME.KEY=VALUE, as for `evalkit run` (repeatable); the run's own options are "
                  "kept for the metrics it keeps.", metavar="NAME.KEY=VALUE"),
+    allow_download: bool = typer.Option(
+        False, "--allow-download",
+        help="Let --asr download a named Whisper model that is not in the local caches (sets "
+             "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
 ) -> None:
     """Score a finished run's saved audio again, with more or other metrics, as a new run.
 
@@ -134,6 +144,8 @@ def rescore(
     from .metric_loading import parse_options as parse_metric_options
     from .runner import rescore as rescore_eval
 
+    if allow_download:
+        _allow_download()
     if not add and not metrics:
         raise EvalkitError("evalkit rescore needs --add METRIC or --metrics LIST")
     with _progress() as p:
@@ -188,6 +200,10 @@ def sweep(
                                        metavar="N"),
     metric_option: list[str] = typer.Option([], help="A metric setting NAME.KEY=VALUE, as for `evalkit run`.",
                                             metavar="NAME.KEY=VALUE"),
+    allow_download: bool = typer.Option(
+        False, "--allow-download",
+        help="Let --asr download a named Whisper model that is not in the local caches (sets "
+             "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
 ) -> None:
     """Evaluate every checkpoint of a training run on one or more suites, as curves over the step.
 
@@ -199,6 +215,8 @@ def sweep(
     from .sweep import SweepConfig
     from .sweep import sweep as run_sweep
 
+    if allow_download:
+        _allow_download()
     if not suite:
         raise EvalkitError("evalkit sweep needs at least one --suite NAME")
     if not models:
@@ -268,6 +286,12 @@ def _report_sweep(result) -> None:
         err.print(f"error: {extra}", markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise problems[-1]
+
+
+def _allow_download() -> None:
+    from .asr import ALLOW_DOWNLOAD_ENV
+
+    os.environ[ALLOW_DOWNLOAD_ENV] = "1"
 
 
 @contextmanager

@@ -110,15 +110,15 @@ def write(out_dir: Path, candidate: LoadedRun, baseline: LoadedRun, result: Comp
           verdict: Verdict, worst_by: str | None = None, *, templates: Path | None = None) -> Path:
     """Writes the report into out_dir. `worst_by` None: the candidate's first declared headline
     that was compared (`view`). `templates`: a template folder other than `template_dir()`'s."""
-    env = _Templates(templates or template_dir())  # missing templates fail before anything is written
+    env = Templates(templates or template_dir())  # missing templates fail before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in FILES)
     if foreign:  # the folder is rewritten: never one that holds anything but an earlier report
         raise EvalkitError(f"{out_dir} holds other files ({', '.join(foreign[:3])}); choose an empty --out")
     shutil.rmtree(out_dir / "audio", ignore_errors=True)  # no stale clips from an earlier report
     model = view(out_dir, candidate, baseline, result, verdict, worst_by)
-    (out_dir / "summary.md").write_text(env.render("summary.md.j2", model), encoding="utf-8")
-    (out_dir / "index.html").write_text(env.render("report.html.j2", model), encoding="utf-8")
+    (out_dir / "summary.md").write_text(env.render("summary.md.j2", report=model), encoding="utf-8")
+    (out_dir / "index.html").write_text(env.render("report.html.j2", report=model), encoding="utf-8")
     doc = record.jsonable(_as_json(model, result, verdict))
     (out_dir / "comparison.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
     return out_dir / "index.html"
@@ -529,18 +529,20 @@ def md(s) -> str:
     return _Verbatim(re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", s))
 
 
-class _Templates:
+class Templates:
     """The two Jinja2 environments over one template folder: HTML autoescaped, Markdown escaped by
-    `md` unless marked `verbatim`; both with StrictUndefined (a misspelt field fails loudly)."""
+    `md` unless marked `verbatim`; both with StrictUndefined (a misspelt field fails loudly). The
+    comparison report and the sweep report (evalkit.sweep_report) share them; `what` names the
+    report in error lines, and a missing template of `names` fails before anything is written."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, names: tuple[str, ...] = TEMPLATES, what: str = "report"):
         try:
             import jinja2
         except ImportError:
-            raise EvalkitError("evalkit report needs Jinja2: pip install 'jinja2>=3.1'") from None
-        missing = [name for name in TEMPLATES if not (folder / name).is_file()]
+            raise EvalkitError(f"evalkit {what} needs Jinja2: pip install 'jinja2>=3.1'") from None
+        missing = [name for name in names if not (folder / name).is_file()]
         if missing:
-            raise EvalkitError(f"report templates are missing in {folder}: {', '.join(missing)}")
+            raise EvalkitError(f"{what} templates are missing in {folder}: {', '.join(missing)}; reinstall evalkit")
         loader = jinja2.FileSystemLoader(str(folder))
 
         def environment(autoescape: bool, finalize=None) -> jinja2.Environment:
@@ -552,20 +554,20 @@ class _Templates:
         self.md = environment(autoescape=False, finalize=md)
         self.md.filters["md"] = md
         self.md.filters["verbatim"] = lambda s: _Verbatim(s)
-        self.folder = folder
+        self.folder, self.what = folder, what
 
-    def render(self, name: str, model: ReportView) -> str:
+    def render(self, name: str, **context: Any) -> str:
         import jinja2
 
         env = self.md if name.endswith(".md.j2") else self.html
         try:
-            return env.get_template(name).render(report=model)
+            return env.get_template(name).render(**context)
         except jinja2.TemplateNotFound as exc:
-            raise EvalkitError(f"report template {exc.name} is missing in {self.folder}") from None
+            raise EvalkitError(f"{self.what} template {exc.name} is missing in {self.folder}") from None
         except jinja2.TemplateError as exc:
             line = getattr(exc, "lineno", None)
             where = f"{name}:{line}" if line else name
-            raise EvalkitError(f"report template {where} in {self.folder} failed: {first_line(exc)}") from None
+            raise EvalkitError(f"{self.what} template {where} in {self.folder} failed: {first_line(exc)}") from None
 
 
 # Files beside the page: audio clips and plots.

@@ -49,7 +49,7 @@ import numpy as np
 from . import __version__, record
 from .compare import RESAMPLES, SEED, bootstrap_ci, incomparability
 from .errors import EvalkitError, first_line
-from .report import Edit, arrow, edits, fmt, md, template_dir
+from .report import Edit, Templates, arrow, edits, fmt, template_dir
 from .types import Row
 from .untrusted import inside
 
@@ -714,41 +714,13 @@ def _nice_ticks(lo: float, hi: float, target: int = 5) -> list[tuple[float, str]
 
 # Templates and files.
 
-def _environment() -> tuple[Any, Any, Path]:
-    """The HTML (autoescaped) and Markdown (escaped by report.md) environments over the report
-    template folder; one line of EvalkitError when a sweep template is missing."""
-    try:
-        import jinja2
-    except ImportError:
-        raise EvalkitError("evalkit sweep reports need Jinja2: pip install 'jinja2>=3.1'") from None
-    folder = template_dir()
-    missing = [name for name in TEMPLATES if not (folder / name).is_file()]
-    if missing:
-        raise EvalkitError(f"sweep report templates are missing in {folder}: {', '.join(missing)}; reinstall evalkit")
-    loader = jinja2.FileSystemLoader(str(folder))
-
-    def environment(autoescape: bool, finalize=None) -> jinja2.Environment:
-        return jinja2.Environment(loader=loader, autoescape=autoescape, finalize=finalize,
-                                  undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                  keep_trailing_newline=True, auto_reload=False)
-
-    return environment(True), environment(False, md), folder
+def _templates() -> Templates:
+    return Templates(template_dir(), TEMPLATES, "sweep report")
 
 
 def _render(sweep: Sweep, place: Placer) -> tuple[str, str]:
-    import jinja2
-
-    html_env, md_env, folder = _environment()
-    model = view(sweep, place)
-    out = []
-    for env, name in ((html_env, "sweep.html.j2"), (md_env, "sweep.md.j2")):
-        try:
-            out.append(env.get_template(name).render(sweep=model))
-        except jinja2.TemplateError as exc:
-            line = getattr(exc, "lineno", None)
-            where = f"{name}:{line}" if line else name
-            raise EvalkitError(f"sweep report template {where} in {folder} failed: {first_line(exc)}") from None
-    return out[0], out[1]
+    templates, model = _templates(), view(sweep, place)
+    return templates.render("sweep.html.j2", sweep=model), templates.render("sweep.md.j2", sweep=model)
 
 
 def _linker(root: Path) -> Placer:
@@ -802,7 +774,7 @@ def write(sweep_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
     if target.exists() and target.resolve() == sweep_dir.resolve():
         html, markdown = _render(sweep, _linker(sweep_dir))
     else:
-        _environment()  # missing templates fail before anything is written
+        _templates()  # missing templates fail before anything is written
         target.mkdir(parents=True, exist_ok=True)
         foreign = sorted(p.name for p in target.iterdir() if p.name not in FILES)
         if foreign:  # audio/ is rewritten: never in a folder that holds anything but an earlier report

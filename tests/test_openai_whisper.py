@@ -155,7 +155,8 @@ def test_unavailable_model_fails_at_once_offline(name, tmp_path, monkeypatch):
         assert "not found" in message and name in message
     else:
         assert "not available offline" in message and "'base'" in message
-        assert f"Place {name}.pt in {tmp_path / 'whisper'}" in message
+        assert f"place {name}.pt in {tmp_path / 'whisper'}" in message
+        assert f"whisper.load_model('{name}', device='cpu')" in message and "EVALKIT_ALLOW_DOWNLOAD=1" in message
 
 
 @pytest.mark.slow

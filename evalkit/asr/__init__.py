@@ -5,12 +5,35 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from functools import lru_cache
 
 from .. import plugins
+from ..errors import EvalkitError
 from ..protocols import ASRBackend
 
 DEFAULT = "faster-whisper:base"
+
+# A Whisper model named on --asr that is in no local cache is downloaded only when this is set
+# (`evalkit run --allow-download` sets it): a nightly job must never fetch gigabytes unasked, nor
+# hang on a network that is not there.
+ALLOW_DOWNLOAD_ENV = "EVALKIT_ALLOW_DOWNLOAD"
+# Seconds a download may wait for the server to connect or send the next bytes. huggingface_hub
+# sets no timeout on its first request, so a network that drops packets would hang a run.
+DOWNLOAD_TIMEOUT = 10.0
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def download_allowed() -> bool:
+    """Whether the user allowed downloading ASR models ($EVALKIT_ALLOW_DOWNLOAD)."""
+    value = os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower()
+    if value not in _YES + _NO:
+        raise EvalkitError(f"{ALLOW_DOWNLOAD_ENV} must be 1 or 0, got {os.environ[ALLOW_DOWNLOAD_ENV]!r}")
+    return value in _YES
+
+
+def allow_hint() -> str:
+    return f"let evalkit download it ({ALLOW_DOWNLOAD_ENV}=1, or evalkit run --allow-download)"
 
 
 def resolve(spec: str = DEFAULT, device: str = "cpu", threads: int | None = None) -> ASRBackend:

@@ -1,6 +1,10 @@
 """openai-whisper (PyTorch Whisper): `--asr openai-whisper:base`, `openai-whisper:/path/model.pt`,
-`openai-whisper:/path/to/ct2-model-dir` or `openai-whisper:NAME` for a NAME.pt already in
-openai-whisper's own cache (~/.cache/whisper, XDG_CACHE_HOME respected). Nothing is downloaded.
+`openai-whisper:/path/to/ct2-model-dir` or `openai-whisper:NAME` for a Whisper name (large-v3,
+turbo, small, ...: openai-whisper's own table) or any NAME.pt in openai-whisper's own cache
+(~/.cache/whisper, XDG_CACHE_HOME respected), where `whisper.load_model(NAME)` puts it. A name
+whose file is not there is downloaded only when the user allows it ($EVALKIT_ALLOW_DOWNLOAD), and
+otherwise fails at once with the command that fetches it. A named file is checked against the
+sha256 openai publishes in its download address, so a broken download is one clear line.
 
 `base` runs the same bundled weights as faster-whisper:base, converted once from CTranslate2
 into the evalkit cache (ct2_to_openai), so the two engines can check each other. Decoding
@@ -16,16 +20,22 @@ through `whisper.transcribe` itself.
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib.util
 import os
+import re
+import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..cache import cache_dir, sha256_file
-from ..errors import EvalkitError
+from ..errors import EvalkitError, first_line
 from ..types import Audio, Transcript
-from . import ct2_to_openai
+from . import allow_hint, ct2_to_openai, download_allowed
 from .faster_whisper import bundled_base, ct2_model_sha256
 
 # Keyword arguments of whisper.transcribe; the first four only steer its fallback/skip logic.
@@ -64,26 +74,100 @@ def _import_whisper():
     return whisper
 
 
-def _unavailable(model: str) -> EvalkitError:
-    cached = sorted(p.stem for p in whisper_cache().glob("*.pt"))
-    found = f"; in {whisper_cache()}: {', '.join(cached)}" if cached else f"; {whisper_cache()} holds no .pt files"
-    return EvalkitError(
-        f"openai-whisper model {model!r} is not available offline (evalkit never downloads). Available: 'base' "
-        f"(bundled weights){found}. Place {model}.pt in {whisper_cache()}, or pass a .pt checkpoint path or a "
-        "CTranslate2 model folder")
+def published() -> dict[str, str]:
+    """openai-whisper's name -> download address table (whisper._MODELS), read from its source
+    when it is not imported yet: importing it imports torch (1.5 s), and a bad name must fail at
+    once. Empty when openai-whisper is not installed."""
+    module = sys.modules.get("whisper")
+    if module is not None:
+        return dict(getattr(module, "_MODELS", {}))
+    try:
+        spec = importlib.util.find_spec("whisper")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return {}
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_MODELS"
+                                                    for t in node.targets):
+                return dict(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return dict(_import_whisper()._MODELS)  # a layout this reader does not know: ask the module
 
 
-def _locate(model: str) -> Path | None:
-    """The .pt to load, or None for CTranslate2 weights (`base`, a model folder) to convert."""
+_SHA256_IN_URL = re.compile(r"/([0-9a-f]{64})/[^/]+\.pt$")
+
+
+def _published_sha256(url: str) -> str | None:
+    """openai-whisper's download addresses carry the file's sha256 (its own _download checks it)."""
+    m = _SHA256_IN_URL.search(url)
+    return m.group(1) if m else None
+
+
+def fetch_command(model: str) -> str:
+    return f"python -c \"import whisper; whisper.load_model('{model}', device='cpu')\""
+
+
+def _locate(model: str) -> tuple[Path | None, str | None]:
+    """(the .pt to load, or None for CTranslate2 weights to convert (`base`, a model folder);
+    openai's download address when MODEL is one of its names: a named file may not be
+    downloaded yet, and is checked against the sha256 in that address)."""
     if model == "base" or (Path(model).is_dir() and (Path(model) / "model.bin").is_file()):
-        return None
+        return None, None
     if model.endswith(".pt"):
         if not Path(model).is_file():
             raise EvalkitError(f"openai-whisper checkpoint not found: {model}")
-        return Path(model)
-    if (whisper_cache() / f"{model}.pt").is_file():
-        return whisper_cache() / f"{model}.pt"
-    raise _unavailable(model)
+        return Path(model), None
+    names = published()
+    url = names.get(model)
+    # load_model names the file after its address: `large` is saved as large-v3.pt.
+    cached = whisper_cache() / (os.path.basename(url) if url else f"{model}.pt")
+    if cached.is_file() or (url and download_allowed()):
+        return cached, url
+    if url:
+        raise EvalkitError(
+            f"openai-whisper model {model!r} is not available offline: {cached} is missing. Fetch it with: "
+            f"{fetch_command(model)}, or {allow_hint()}, or place {cached.name} in {whisper_cache()} "
+            "('base' is bundled and needs no download)")
+    if not names:  # openai-whisper is not installed: say that, not that the name is unknown
+        _import_whisper()
+    raise EvalkitError(f"unknown openai-whisper model {model!r}: use a Whisper name ({', '.join(names)}), "
+                       f"a .pt checkpoint, a CTranslate2 model folder, or a NAME.pt in {whisper_cache()}")
+
+
+def _download(model: str, url: str, target: Path) -> None:
+    """Fetch openai's `model`.pt into openai-whisper's cache, as `whisper.load_model` would, but
+    with a timeout (its urlopen has none) and into a temporary file renamed only once its
+    sha256 is right (its _download writes the target in place: an interrupted run leaves a
+    broken file behind)."""
+    from . import DOWNLOAD_TIMEOUT  # read at the call: a test or a script may change it
+
+    expected = _published_sha256(url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(tmp, "wb") as out:
+            size = response.headers.get("Content-Length")
+            print(f"downloading {url} ({int(size) / 1e9:.2f} GB) to {target}" if size and size.isdigit()
+                  else f"downloading {url} to {target}", file=sys.stderr, flush=True)
+            h = hashlib.sha256()
+            for block in iter(lambda: response.read(1 << 22), b""):
+                h.update(block)
+                out.write(block)
+        if expected and h.hexdigest() != expected:
+            raise EvalkitError(f"downloading {url} gave a file whose sha256 is {h.hexdigest()[:12]}..., not the "
+                               f"published {expected[:12]}...; try again: {fetch_command(model)}")
+        os.replace(tmp, target)
+    except OSError as exc:  # URLError, timeouts and disk errors are all OSErrors
+        cause = getattr(exc, "reason", None)  # URLError wraps the socket's error
+        reason = first_line(cause if isinstance(cause, BaseException) else exc, 200, typed=True)
+        raise EvalkitError(f"downloading openai-whisper {model} from {url} failed ({reason}); check the network, "
+                           f"or fetch it where there is one: {fetch_command(model)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class OpenAIWhisperASR:
@@ -98,12 +182,29 @@ class OpenAIWhisperASR:
         except EvalkitError:
             return [("-", f"not installed: {INSTALL_HINT}")]
         found = [("base", "bundled Whisper base, converted once into the evalkit cache")]
-        found += [(p.stem, str(p)) for p in sorted(whisper_cache().glob("*.pt"))]
+        names = published()
+        files = {p.name: p for p in sorted(whisper_cache().glob("*.pt"))}
+        missing = []
+        for name, url in names.items():
+            path = files.get(os.path.basename(url))
+            if path is None:
+                if name != "base":
+                    missing.append(name)
+            elif name != "base":  # base.pt is not what `base` loads: that is the bundled copy
+                found.append((name, f"openai-whisper cache: {path}"))
+        named = {os.path.basename(url) for url in names.values()}
+        found += [(p.stem, f"{p} (not an openai name: not checked against a published sha256)")
+                  for file, p in files.items() if file not in named]
+        if missing:
+            found.append(("NAME", f"not in {whisper_cache()}: {', '.join(missing)}; fetch one with "
+                                  f"`{fetch_command('NAME')}` or {allow_hint()}"))
         return found
 
     def __init__(self, model: str = "base", device: str = "cpu") -> None:
-        checkpoint = _locate(model)  # before the import: a bad name fails at once
+        checkpoint, url = _locate(model)  # before the import: a bad name fails at once
         whisper = _import_whisper()
+        if checkpoint is not None and url is not None and not checkpoint.is_file():
+            _download(model, url, checkpoint)
         ct2 = None
         if checkpoint is None:
             ct2 = bundled_base() if model == "base" else Path(model)
@@ -113,6 +214,12 @@ class OpenAIWhisperASR:
                 ct2_to_openai.convert(ct2, checkpoint)
         self.checkpoint = checkpoint
         self.checkpoint_sha256 = sha256_file(checkpoint)
+        expected = _published_sha256(url) if url else None
+        if expected and expected != self.checkpoint_sha256:
+            raise EvalkitError(
+                f"the openai-whisper cache entry {checkpoint} is broken: its sha256 is "
+                f"{self.checkpoint_sha256[:12]}..., not the published {expected[:12]}... (a truncated or corrupted "
+                f"download); fetch it again with: {fetch_command(model)}")
         if ct2 is None:
             self.model_sha256 = self.checkpoint_sha256
         self.model_name = model
