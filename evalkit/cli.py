@@ -76,6 +76,9 @@ def run(
     step: int | None = typer.Option(
         None, min=0, help="The checkpoint's training step: recorded (param step, tag evalkit.step) and used as "
                           "the MLflow step of every metric, so MLflow charts them over training.", metavar="N"),
+    asr_option: list[str] = typer.Option(
+        [], help="An ASR decoding setting KEY=VALUE (repeatable; part of the ASR settings digest), e.g. "
+                 "prompt=hangul-numbers: Whisper's initial prompt asks for numbers in Hangul.", metavar="KEY=VALUE"),
     allow_download: bool = typer.Option(
         False, "--allow-download",
         help="Let --asr download a named Whisper model that is not in the local caches (sets "
@@ -106,7 +109,7 @@ def run(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         device=device, limit=limit, out_dir=out_dir, tracking_uri=tracking_uri,
         experiment=experiment, tags=_parse_tags(tag), reference_run=reference_run, workers=workers,
-        metric_options=parse_metric_options(metric_option), step=step,
+        metric_options=parse_metric_options(metric_option), step=step, asr_options=_parse_asr_options(asr_option),
     )
     with _progress() as p:
         result = run_eval(config, p)
@@ -200,6 +203,9 @@ def sweep(
                                        metavar="N"),
     metric_option: list[str] = typer.Option([], help="A metric setting NAME.KEY=VALUE, as for `evalkit run`.",
                                             metavar="NAME.KEY=VALUE"),
+    asr_option: list[str] = typer.Option(
+        [], help="An ASR decoding setting KEY=VALUE (repeatable; part of the ASR settings digest), e.g. "
+                 "prompt=hangul-numbers: Whisper's initial prompt asks for numbers in Hangul.", metavar="KEY=VALUE"),
     allow_download: bool = typer.Option(
         False, "--allow-download",
         help="Let --asr download a named Whisper model that is not in the local caches (sets "
@@ -231,7 +237,8 @@ def sweep(
         suite="", model="", adapter=adapter, asr=asr,
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None,
         device=device, limit=limit, tracking_uri=tracking_uri, experiment=experiment, tags=_parse_tags(tag),
-        reference_run=reference_run, workers=workers, metric_options=parse_metric_options(metric_option))
+        reference_run=reference_run, workers=workers, metric_options=parse_metric_options(metric_option),
+        asr_options=_parse_asr_options(asr_option))
     config = SweepConfig(suites=tuple(suite), models=tuple(models), run=run_config, steps=parsed_steps, name=name,
                          out_dir=out_dir, watch=watch, poll_s=poll, until=until, max_checkpoints=max_checkpoints)
     result = run_sweep(config, _progress, lambda line: err.print(line, markup=False, highlight=False,
@@ -286,6 +293,16 @@ def _report_sweep(result) -> None:
         err.print(f"error: {extra}", markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise problems[-1]
+
+
+def _parse_asr_options(options: list[str]) -> dict[str, str]:
+    parsed = {}
+    for o in options:
+        k, sep, v = o.partition("=")
+        if not sep or not k.strip() or not v:
+            raise EvalkitError(f"--asr-option expects KEY=VALUE, got {o!r}")
+        parsed[k.strip()] = v
+    return parsed
 
 
 def _allow_download() -> None:

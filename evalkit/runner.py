@@ -56,6 +56,7 @@ class RunConfig:
     # --metric-option NAME.KEY=VALUE as {name: {key: value as given}}: converted when metrics load
     metric_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     step: int | None = None  # the checkpoint's training step: MLflow draws each metric over it
+    asr_options: Mapping[str, str] = field(default_factory=dict)  # --asr-option KEY=VALUE (in the ASR digest)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ def prepare(config: RunConfig, shared: Shared | None = None) -> Prepared:
     device = resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
     recorded, source = _recorded(Path(config.audio_from), suite) if config.audio_from else (None, None)
-    asr = (asr_mod.resolve(config.asr, device, pipeline.whisper_threads(metrics, config.workers, recorded is not None))
+    asr = (asr_mod.resolve(config.asr, device, pipeline.whisper_threads(metrics, config.workers, recorded is not None),
+                           config.asr_options)
            if any(m.needs_transcript for m in metrics) else None)
     languages = getattr(asr, "languages", None)
     if languages is not None and suite.language not in languages:
@@ -412,6 +414,9 @@ def _config_dict(config: RunConfig) -> dict:
         del d["metric_options"]
     if d["step"] is None:  # likewise
         del d["step"]
+    d["asr_options"] = dict(config.asr_options)
+    if not d["asr_options"]:  # likewise
+        del d["asr_options"]
     return d
 
 
@@ -427,6 +432,10 @@ def _config_from_dict(d: dict) -> RunConfig:
                                               for o in options.values())):
         raise EvalkitError(f"{record.RUN}: metric_options must map metric names to {{key: text}}")
     d["metric_options"] = {str(n): dict(o) for n, o in options.items()}
+    asr_options = d.get("asr_options") or {}
+    if not (isinstance(asr_options, dict) and all(isinstance(v, str) for v in asr_options.values())):
+        raise EvalkitError(f"{record.RUN}: asr_options must map names to text")
+    d["asr_options"] = {str(k): v for k, v in asr_options.items()}
     try:
         return RunConfig(**d)
     except TypeError as exc:

@@ -442,3 +442,26 @@ def test_an_allowed_openai_download_without_network_exits_2_fast(tmp_path, sqlit
     assert time.monotonic() - started < 30
     line = one_line(stderr)
     assert code == 2 and "downloading openai-whisper tiny from https://openaipublic" in line and "failed" in line
+
+
+def test_asr_options_change_the_decoding_and_its_digest(asr):
+    from evalkit.asr import resolve
+    from evalkit.asr.faster_whisper import PROMPTS, decode_options
+
+    assert "initial_prompt" not in decode_options({})  # off by default
+    assert decode_options({"prompt": "hangul-numbers"})["initial_prompt"] == PROMPTS["hangul-numbers"]
+    assert decode_options({"prompt": "숫자는 한글로."})["initial_prompt"] == "숫자는 한글로."
+    with pytest.raises(EvalkitError, match="has no option beam"):
+        decode_options({"beam": "1"})
+    prompted = resolve("faster-whisper:base", "cpu", None, {"prompt": "hangul-numbers"})
+    assert prompted is not asr
+    # Transcripts may change, so runs with and without it must not compare (nor share cached transcripts).
+    assert prompted.describe()["settings_digest"] != asr.describe()["settings_digest"]
+    assert resolve("faster-whisper:base", "cpu", None, {"prompt": "hangul-numbers"}) is prompted  # loaded once
+
+
+def test_an_asr_option_the_engine_lacks_is_one_line(capsys):
+    code, _, err = run_in_process(capsys, "run", "--suite", "en-base", "espeak:en-us", "--limit", "1",
+                                  "--asr-option", "beam=1", "--out", "/nonexistent-never-written")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --asr-option: faster-whisper has no option beam (it has: prompt)"]

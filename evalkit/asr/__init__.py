@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 
 from .. import plugins
@@ -36,23 +37,33 @@ def allow_hint() -> str:
     return f"let evalkit download it ({ALLOW_DOWNLOAD_ENV}=1, or evalkit run --allow-download)"
 
 
-def resolve(spec: str = DEFAULT, device: str = "cpu", threads: int | None = None) -> ASRBackend:
-    """The one factory for ASR models: each (spec, device, threads) is loaded once per process.
+def resolve(spec: str = DEFAULT, device: str = "cpu", threads: int | None = None,
+            options: Mapping[str, str] | None = None) -> ASRBackend:
+    """The one factory for ASR models: each (spec, device, threads, options) is loaded once per
+    process.
 
     `threads` is the number of CPU threads the backend may use (None: its own default); it is
     decided before construction (evalkit.pipeline.whisper_threads) and given to backends whose
     constructor takes a `threads` argument. It never changes a transcript, so it is not part
-    of `describe()`."""
+    of `describe()`. `options` (`--asr-option KEY=VALUE`) go to a backend whose constructor takes
+    `options`; they may change transcripts, so the backend puts them in its settings digest."""
     engine, _, model = spec.partition(":")
-    if "threads" not in inspect.signature(plugins.load(plugins.ASR, engine)).parameters:
+    parameters = inspect.signature(plugins.load(plugins.ASR, engine)).parameters
+    if "threads" not in parameters:
         threads = None  # one instance whatever was asked: this backend keeps its own default
-    return _construct(engine, model or "base", device, threads)
+    if options and "options" not in parameters:
+        raise EvalkitError(f"--asr-option: ASR engine {engine} takes no options ({', '.join(sorted(options))})")
+    return _construct(engine, model or "base", device, threads, tuple(sorted((options or {}).items())))
 
 
 @lru_cache(maxsize=4)
-def _construct(engine: str, model: str, device: str, threads: int | None) -> ASRBackend:
+def _construct(engine: str, model: str, device: str, threads: int | None,
+               options: tuple[tuple[str, str], ...] = ()) -> ASRBackend:
     cls = plugins.load(plugins.ASR, engine)
-    return cls(model, device) if threads is None else cls(model, device, threads=threads)
+    kwargs: dict = {"threads": threads} if threads is not None else {}
+    if options:
+        kwargs["options"] = dict(options)
+    return cls(model, device, **kwargs)
 
 
 def description(engine: str, model: str, model_sha256: str, device: str, options: dict,

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..cache import blocks, cache_dir, sha256_file
@@ -34,6 +34,31 @@ from ..types import Audio, Transcript
 from ..workers import cores
 from . import allow_hint, download_allowed, hub
 from .ct2_to_openai import ct2_shapes
+
+# `--asr-option prompt=NAME|TEXT`: Whisper's initial prompt, a style it tends to continue. The
+# preset `hangul-numbers` is Korean text whose numbers are all spelled in Hangul, which asks
+# Whisper to write the numbers it hears the same way: a digit in a transcript hides how the model
+# read the number (reading_unverified). Off by default: it changes transcripts, and with it the
+# ASR settings digest, so runs with and without it are not comparable.
+PROMPTS = {
+    "hangul-numbers": "오늘은 삼월 십오 일이고, 오후 세 시 삼십 분에 스물다섯 명이 모였습니다. "
+                      "표는 한 장에 만 이천오백 원, 기온은 영하 십팔 도였습니다.",
+}
+ASR_OPTIONS = ("prompt",)
+
+
+def decode_options(options: Mapping[str, str]) -> dict:
+    """The decoding settings with the user's --asr-option settings applied."""
+    unknown = sorted(set(options) - set(ASR_OPTIONS))
+    if unknown:
+        raise EvalkitError(f"--asr-option: faster-whisper has no option {', '.join(unknown)} "
+                           f"(it has: {', '.join(ASR_OPTIONS)})")
+    out: dict[str, object] = dict(DECODE_OPTIONS)
+    if options.get("prompt"):
+        prompt = options["prompt"]
+        out["initial_prompt"] = PROMPTS.get(prompt, prompt)
+    return out
+
 
 DECODE_OPTIONS = {
     "beam_size": 5,
@@ -238,9 +263,11 @@ class FasterWhisperASR:
         rows.append(("/path/to/dir", "any CTranslate2 Whisper model folder"))
         return rows
 
-    def __init__(self, model: str = "base", device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, model: str = "base", device: str = "cpu", threads: int | None = None,
+                 options: Mapping[str, str] | None = None) -> None:
         if threads is not None and threads < 1:
             raise EvalkitError(f"faster-whisper needs at least one CPU thread, got {threads}")
+        self.decode = decode_options(options or {})
         folder, self.provenance, digest = locate(model)
         self.model_name = model
         self.folder = folder
@@ -278,7 +305,7 @@ class FasterWhisperASR:
         for a in audio:
             if a.sample_rate != SAMPLE_RATE:
                 raise ValueError(f"faster-whisper needs {SAMPLE_RATE} Hz audio, got {a.sample_rate}")
-            segments, _info = self.model.transcribe(a.samples, language=language, **DECODE_OPTIONS)
+            segments, _info = self.model.transcribe(a.samples, language=language, **self.decode)
             text = "".join(seg.text for seg in segments).strip()
             out.append(Transcript(text=text, language=language))
         return out
@@ -287,4 +314,4 @@ class FasterWhisperASR:
         from . import description
 
         return description(self.name, self.model_name, self.model_sha256, self.device,
-                           dict(DECODE_OPTIONS, compute_type=self.compute_type), **self.provenance)
+                           dict(self.decode, compute_type=self.compute_type), **self.provenance)
