@@ -382,6 +382,11 @@ def _print_by_tag(summary: record.RunRecord) -> None:
             if any(f"{k}/{stat}" in agg for agg in (summary.aggregates, *summary.by_tag.values())):
                 shown.append(f"{k}/{stat}")
                 table.add_column(Text(f"{k} {stat}"), justify="right")
+    # Beside CER, the share of utterances whose number readings the transcript could not show
+    # (digits in it): a low numbers-tag CER built on those proves nothing.
+    if any("reading_unverified/mean" in agg for agg in (summary.aggregates, *summary.by_tag.values())):
+        shown.append("reading_unverified/mean")
+        table.add_column("unverified", justify="right")
     for tag, agg in [("(all)", summary.aggregates), *summary.by_tag.items()]:
         table.add_row(Text(tag), _count(agg.get("utterances/count")), _count(agg.get("failures/count")),
                       *(_fmt(agg.get(k)) for k in shown))

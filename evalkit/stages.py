@@ -118,8 +118,9 @@ class Recorded:
 
 
 def synthesize(states: list[State], adapter: TTSAdapter, language: str, audio_dir: Path,
-               done: Callable[[int], None] | None = None) -> None:
-    """Synthesize, check and save each clip; `done(n)` after each batch of n (progress)."""
+               done: Callable[[int], None] | None = None, seed: int = 0) -> None:
+    """Synthesize, check and save each clip; `done(n)` after each batch of n (progress). Every
+    request carries `seed` (RunConfig.seed): a stochastic model seeds its sampling with it."""
     size = max(1, int(getattr(adapter, "batch_size", 1)))
 
     def timed(reqs: list[SynthesisRequest]) -> list[tuple[Audio, float]]:
@@ -131,7 +132,8 @@ def synthesize(states: list[State], adapter: TTSAdapter, language: str, audio_di
         return [(c, seconds * c.duration / total if total > 0 else seconds / len(clips)) for c in clips]
 
     for batch in chunks(states, size):
-        requests = [SynthesisRequest(s.utterance.id, s.utterance.text, language, s.utterance.speaker) for s in batch]
+        requests = [SynthesisRequest(s.utterance.id, s.utterance.text, language, s.utterance.speaker, seed)
+                    for s in batch]
         for s, outcome in zip(batch, isolated(timed, requests), strict=True):
             if isinstance(outcome, BaseException):
                 s.failure = f"synthesis failed: {one_line(outcome)}"
@@ -339,7 +341,11 @@ def score_key(s: State, metric: Metric, language: str) -> str:
     impl = metric.implementation()
     reference = s.reference_for(metric) if metric.needs_reference else None
     options = sorted((k, repr(v)) for k, v in vars(impl).items() if not k.startswith("_"))
-    texts = (s.texts.get("text_norm", ""), s.texts.get("transcript_norm", "")) if metric.needs_transcript else ("", "")
+    # The raw texts too, not only their normal forms: "3개" and "세 개" normalize alike, but only
+    # the digits leave the reading unverified; and the suite's listed readings are accepted answers.
+    texts = ((s.texts.get("text_norm", ""), s.texts.get("transcript_norm", ""), s.utterance.text,
+              s.transcript.text if s.transcript is not None else "", "\x1f".join(s.utterance.readings))
+             if metric.needs_transcript else ("", ""))
     return cache_mod.key("score", type(impl).__module__, type(impl).__qualname__, metric.name, metric.version,
                          repr(options), str(metric.sample_rate), language, s.digest("audio"),
                          s.digest(reference) if reference is not None else "", *texts)

@@ -16,9 +16,13 @@ and a JSONL file with one utterance per line:
 
 `id` and `text` are required; `tags`, `speaker` and `reference` (a wav path relative to the
 folder) are optional; without `reference`, a file refs/<id>.wav is the utterance's reference.
+`readings` is optional too: a list of whole-sentence spoken forms (at most READINGS_MAX, each
+non-empty, at most READING_MAX_CHARS characters, numbers spelled out: no digits) that count as
+correct besides those evalkit derives from the text (for Korean: evalkit.korean_readings, e.g.
+"text": "3~5일 걸려요", "readings": ["삼 일에서 오 일 걸려요", "사나흘 걸려요"]).
 An utterance whose `speaker` has a prompt under the header's `speakers:` is compared with that
 prompt by metrics that accept one (spk_sim) when it has no reference of its own. The digest
-covers the name, the language, every utterance's id, text and speaker and the bytes of every
+covers the name, the language, every utterance's id, text, readings and speaker and the bytes of every
 reference file: it changes whenever anything that affects a score changes, and not when tags or
 the description are edited.
 """
@@ -40,6 +44,8 @@ from .untrusted import check_name, inside, load_yaml
 
 HEADER_KEYS = ("name", "version", "language", "description", "utterances")
 UTTERANCES_MAX_BYTES = 64 << 20  # ko-base is 30 KB
+READINGS_MAX = 16  # a sentence with more standard readings than this is better split
+READING_MAX_CHARS = 1000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -151,6 +157,7 @@ def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list
         elif (folder / "refs" / f"{uid}.wav").is_file():
             ref_path = inside(folder, f"refs/{uid}.wav", f"{where}: reference audio")
         speaker = obj.get("speaker")
+        readings = _readings(obj.get("readings", []), where, uid)
         out.append(Utterance(
             id=uid,
             text=unicodedata.normalize("NFC", text.strip()),
@@ -158,23 +165,46 @@ def _read_utterances(path: Path, folder: Path, prompts: dict[str, Path]) -> list
             speaker=str(speaker) if speaker is not None else None,
             reference=ref_path,
             speaker_prompt=prompts.get(str(speaker)) if speaker is not None else None,
+            readings=readings,
         ))
     if not out:
         raise EvalkitError(f"{path}: the suite has no utterances")
     return out
 
 
+def _readings(value: object, where: str, uid: str) -> tuple[str, ...]:
+    """An utterance's `readings`: a bounded list of non-empty spoken forms without digits."""
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise EvalkitError(f"{where}: readings of {uid!r} must be a list of strings")
+    if len(value) > READINGS_MAX:
+        raise EvalkitError(f"{where}: {uid!r} lists {len(value)} readings, at most {READINGS_MAX}")
+    out = []
+    for r in value:
+        r = unicodedata.normalize("NFC", r.strip())
+        if not r:
+            raise EvalkitError(f"{where}: {uid!r} has an empty reading")
+        if len(r) > READING_MAX_CHARS:
+            raise EvalkitError(f"{where}: a reading of {uid!r} is longer than {READING_MAX_CHARS} characters")
+        # A reading says how the sentence is spoken: digits would be read back by evalkit's own rules.
+        if any(unicodedata.category(c) == "Nd" for c in r):
+            raise EvalkitError(f"{where}: a reading of {uid!r} has digits ({r!r}); spell the numbers out")
+        out.append(r)
+    return tuple(dict.fromkeys(out))
+
+
 def _digest(header: dict, utterances: list[Utterance]) -> str:
     h = hashlib.sha256()
     # Tags, description and version are left out on purpose: retagging must not make two runs
-    # incomparable, only what changes a score (text, speaker, reference, language) does.
+    # incomparable, only what changes a score (text, readings, speaker, reference, language) does.
     head = {k: str(header[k]) for k in ("name", "language")}
     h.update(json.dumps(head, sort_keys=True, ensure_ascii=False).encode())
     for u in utterances:
         ref = sha256_file(u.reference) if u.reference else None
         prompt = sha256_file(u.speaker_prompt) if u.speaker_prompt else None
-        rec = {"id": u.id, "text": u.text, "speaker": u.speaker, "reference": ref}
+        rec: dict[str, object] = {"id": u.id, "text": u.text, "speaker": u.speaker, "reference": ref}
         if prompt:  # only suites with prompts carry the key: older digests stay as they were
             rec["speaker_prompt"] = prompt
+        if u.readings:  # likewise: the accepted readings change a score, so they are content
+            rec["readings"] = list(u.readings)
         h.update(b"\n" + json.dumps(rec, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()

@@ -5,14 +5,17 @@ Rules (bump VERSION whenever one changes: it is part of every run's provenance):
    (ＡＢＣ -> ABC, ㎞ -> km).
 2. Case folding.
    Korean: digits, units and number symbols are read aloud as Hangul with the counter rules
-   of evalkit.korean_numbers (3개 -> 세 개, 2024년 -> 이천이십사 년). English: numbers, money,
-   times, dates, units and common abbreviations are read aloud as words by
-   evalkit.english_numbers (3 -> three, $12.50 -> twelve dollars fifty, Dr. -> doctor). Both
-   run before punctuation goes, so a correct reading written differently is not an error
-   and a wrong one still is.
+   of evalkit.korean_numbers (3개 -> 세 개, 2024년 -> 이천이십사 년), each in its usual
+   reading; Korean CER itself is taken against the closest of ALL standard readings of the
+   suite text (evalkit.korean_readings, docs/korean.md), of which this form is the first.
+   English: numbers, money, times, dates, units and common abbreviations are read aloud as
+   words by evalkit.english_numbers (3 -> three, $12.50 -> twelve dollars fifty, Dr. ->
+   doctor). Both run before punctuation goes, so a correct reading written differently is not
+   an error and a wrong one still is.
 3. Thousands separators inside numbers are dropped (1,500 -> 1500): ASR writes both.
-4. Apostrophes inside words are dropped (don't -> dont); every other punctuation mark or symbol
-   becomes a space. Digits, letters of every script and spaces survive.
+4. Apostrophes inside words are dropped (don't -> dont; for Korean before the numbers are
+   read); every other punctuation mark or symbol becomes a space. Digits, letters of every
+   script and spaces survive.
 5. English only: diacritics are removed (café -> cafe), as Whisper's own English normalizer
    does; ASR spells loanwords either way. Other languages keep them (Hangul is never decomposed).
 6. Whitespace collapses to single spaces.
@@ -31,7 +34,7 @@ import unicodedata
 from . import english_numbers, korean_numbers
 
 # The number readers are part of the normalizer: their versions are part of this one.
-VERSION = f"3+ko{korean_numbers.VERSION}+en{english_numbers.VERSION}"
+VERSION = f"4+ko{korean_numbers.VERSION}+en{english_numbers.VERSION}"
 
 # The languages a suite may declare: those Whisper transcribes (its 100 codes in its token
 # order, from whisper.tokenizer.LANGUAGES), which the rules above normalize (digits are read aloud only for
@@ -51,17 +54,35 @@ _SPACES = re.compile(r"\s+")
 
 
 def normalize(text: str, language: str) -> str:
-    s = unicodedata.normalize("NFKC", text).casefold()
+    s = fold(text, language)
     if language == "ko":
         s = korean_numbers.read_numbers(s)
     elif language == "en":
         s = english_numbers.read_numbers(s)
+    return collapse(clean(s, language))
+
+
+def fold(text: str, language: str) -> str:
+    """Rules 1-2: NFKC and case folding; for Korean also rule 4's apostrophes, before the numbers
+    are read, so that evalkit.korean_readings, which cleans each piece of a sentence apart, gives
+    the same string as this normalizer."""
+    s = unicodedata.normalize("NFKC", text).casefold()
+    return _APOSTROPHE.sub("", s) if language == "ko" else s
+
+
+def clean(s: str, language: str) -> str:
+    """Rules 3-5 on text whose numbers are already read: separators, apostrophes, diacritics
+    (English), punctuation and symbols to spaces. Spaces are kept as they are (see `collapse`)."""
     s = _THOUSANDS.sub("", s)
     s = _APOSTROPHE.sub("", s)
     if language in FOLD_DIACRITICS:
         s = unicodedata.normalize("NFC", "".join(
             ch for ch in unicodedata.normalize("NFD", s) if unicodedata.category(ch) != "Mn"))
-    s = "".join(ch if _keep(ch) else " " for ch in s)
+    return "".join(ch if _keep(ch) else " " for ch in s)
+
+
+def collapse(s: str) -> str:
+    """Rule 6: runs of whitespace become one space, none at either end."""
     return _SPACES.sub(" ", s).strip()
 
 

@@ -30,6 +30,9 @@ class Utterance:
     speaker: str | None = None
     reference: Path | None = None
     speaker_prompt: Path | None = None  # a clip of the target speaker (suite header `speakers:`)
+    # Whole-sentence spoken forms the suite accepts besides the readings evalkit derives from
+    # `text` (evalkit.korean_readings): Korean CER is taken against the closest of all.
+    readings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

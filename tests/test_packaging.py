@@ -353,8 +353,8 @@ def test_wheel_ships_suites_templates_and_entry_points(tmp_path):
     wheel = next((tmp_path / "dist").glob("evalkit_tts-*.whl"))
     archive = zipfile.ZipFile(wheel)
     names_ = set(archive.namelist())
-    assert "evalkit_suites/ko-base/utterances.jsonl" in names_
-    assert "evalkit_suites/en-base/suite.yaml" in names_
+    for suite in ("ko-base", "ko-numbers", "en-base"):  # every built-in suite, with its README
+        assert {f"evalkit_suites/{suite}/{f}" for f in ("suite.yaml", "utterances.jsonl", "README.md")} <= names_
     assert "evalkit_metrics/intelligibility.py" in names_
     assert not any(n.startswith("metrics/") for n in names_)  # `import metrics` must not exist
     templates = [p.name for p in (ROOT / "reports" / "templates").glob("*") if p.suffix in (".j2", ".css")]
@@ -370,9 +370,10 @@ def test_wheel_ships_suites_templates_and_entry_points(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(target))
     probe = ("import evalkit, evalkit.suite as s, evalkit.plugins as p, evalkit.report as r; "
              "print(evalkit.__file__); print(s.load('ko-base').source); "
-             "print(sorted(p.registered(p.ADAPTERS))); print(r.template_dir())")
+             "print(sorted(p.registered(p.ADAPTERS))); print(r.template_dir()); "
+             "print(s.load('ko-numbers').source)")
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out[0].startswith(str(target)) and out[1].startswith(str(target))
     assert "espeak" in out[2] and "piper" in out[2]
-    assert out[3].startswith(str(target))
+    assert out[3].startswith(str(target)) and out[4].startswith(str(target))

@@ -118,3 +118,35 @@ def test_garbled_files_rejected(tmp_path):
 def test_unknown_suite():
     with pytest.raises(EvalkitError, match="unknown suite 'nope'.*ko-base"):
         suite_mod.load("nope")
+
+
+def test_readings_load_and_enter_the_digest(tmp_path):
+    folder = _copy_suite(tmp_path)
+    base = suite_mod.load(str(folder))
+    assert all(u.readings == () for u in base.utterances)
+    assert base.digest == suite_mod.load("en-base").digest
+
+    def add(rows):
+        rows[0]["readings"] = ["  감사합니다  ", "고맙습니다"]  # any language may list them
+    _rewrite(folder, add)
+    s = suite_mod.load(str(folder))
+    assert s.utterances[0].readings == ("감사합니다", "고맙습니다")
+    assert s.digest != base.digest
+
+    _rewrite(folder, lambda rows: rows[0].update(readings=["고맙습니다"]))
+    assert suite_mod.load(str(folder)).digest not in (base.digest, s.digest)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("세 개", "must be a list of strings"),
+    ([1], "must be a list of strings"),
+    (["  "], "empty reading"),
+    (["사과 3개"], "has digits"),
+    (["가" * 1001], "longer than 1000"),
+    (["가"] * 17, "at most 16"),
+])
+def test_bad_readings_rejected(tmp_path, value, message):
+    folder = _copy_suite(tmp_path)
+    _rewrite(folder, lambda rows: rows[0].update(readings=value))
+    with pytest.raises(EvalkitError, match=message):
+        suite_mod.load(str(folder))

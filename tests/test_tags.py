@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,105 @@ def test_show_says_what_a_run_spec_may_be(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "evalkit", "show", str(Path(tmp_path) / "nowhere")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "neither a run folder" in proc.stderr
+
+
+# --- ko-base's tags, as its README defines them -------------------------------------------------
+
+_KO_BASE = Path(__file__).resolve().parents[1] / "suites" / "ko-base"
+_FINALS = ["", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ"]  # in Unicode's order
+_INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
+_DOUBLE = set("ㄳㄵㄶㄺㄻㄼㄽㄾㄿㅀㅄ")
+_OBSTRUENT = set("ㄱㄲㅋㄳㄺㄷㅅㅆㅈㅊㅌㅂㅍㅄㄿ")
+
+
+def _ko_base_rows() -> list[dict]:
+    lines = (_KO_BASE / "utterances.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _jamo(c: str) -> tuple[str, str, str] | None:
+    """(initial, vowel index as a string, final) of a Hangul syllable, None for anything else."""
+    o = ord(c) - 0xAC00
+    return (_INITIALS[o // 588], str(o % 588 // 28), _FINALS[o % 28]) if 0 <= o < 11172 else None
+
+
+def _pairs(text: str):
+    """Adjacent syllables inside one written word: (final of the first, the second syllable)."""
+    for a, b in zip(text, text[1:], strict=False):
+        ja, jb = _jamo(a), _jamo(b)
+        if ja and jb:
+            yield ja[2], b, jb[0]
+
+
+def test_ko_base_readme_counts_every_tag():
+    counts = Counter(t for r in _ko_base_rows() for t in r["tags"])
+    text = (_KO_BASE / "README.md").read_text(encoding="utf-8")
+    table = {m[1]: int(m[2]) for m in re.finditer(r"^\| `([a-z_]+)` \|.*\| (\d+) \|$", text, re.M)}
+    assert table == dict(counts)
+    assert f"{len(_ko_base_rows())} original sentences" in text
+    assert f"{sum('readings' in r for r in _ko_base_rows())} sentences carry `readings`" in text
+    assert "version: 2" in (_KO_BASE / "suite.yaml").read_text(encoding="utf-8")
+
+
+def test_ko_base_batchim_is_the_readme_criterion():
+    """Set exactly on sentences with at least 5 Hangul syllables with a final, at least 55% of them."""
+    for r in _ko_base_rows():
+        syllables = [_jamo(c) for c in r["text"] if _jamo(c)]
+        finals = sum(1 for j in syllables if j[2])
+        assert ("batchim" in r["tags"]) == (finals >= 5 and finals / len(syllables) >= 0.55), r["id"]
+
+
+def test_ko_base_sound_changes_inside_a_word_carry_their_tag():
+    """Where the spelling alone shows a sound change inside a written word, the sentence has its tag
+    (the other direction needs a speaker: a tag may come from digits, compounds or a word pair)."""
+    for r in _ko_base_rows():
+        tags, uid = set(r["tags"]), r["id"]
+        for final, second, initial in _pairs(r["text"]):
+            if final in _DOUBLE:
+                assert "complex_coda" in tags, (uid, second)
+            if final in _OBSTRUENT and initial in "ㄴㅁ" or final in ("ㅁ", "ㅇ", "ㄱ", "ㅂ") and initial == "ㄹ":
+                assert "nasalization" in tags, (uid, second)  # 18항, and ㄹ -> ㄴ (19항)
+            if final == "ㄴ" and initial == "ㄹ" or final in ("ㄹ", "ㅀ", "ㄾ") and initial == "ㄴ":
+                assert "lateralization" in tags, (uid, second)
+            if final in ("ㅎ", "ㄶ", "ㅀ") and initial in "ㄱㄷㅈ" or final in _OBSTRUENT and initial == "ㅎ":
+                assert "aspiration" in tags, (uid, second)
+            if final in ("ㅎ", "ㄶ", "ㅀ") and initial == "ㅇ":
+                assert "h_deletion" in tags, (uid, second)
+            if final in ("ㄷ", "ㅌ", "ㄾ") and second == "이":
+                assert "palatalization" in tags, (uid, second)
+            elif final and final not in ("ㅇ", "ㅎ", "ㄶ", "ㅀ") and initial == "ㅇ":
+                assert "liaison" in tags, (uid, second)
+        if "complex_coda" in tags:
+            assert any(_jamo(c) and _jamo(c)[2] in _DOUBLE for c in r["text"]), uid
+
+
+def test_ko_base_reading_tags_need_something_to_read():
+    for r in _ko_base_rows():
+        text, tags = r["text"], set(r["tags"])
+        if tags & {"numbers_native", "numbers_sino", "dates_times"}:
+            assert re.search(r"\d", text), r["id"]
+        if "symbols_units" in tags:
+            assert re.search(r"[%~°²]|\d(km|kg|mm|L|g|m)", text), r["id"]
+        assert ("latin" in tags) == bool(re.search(r"[A-Za-z]", re.sub(r"(?<=\d)(km|kg|mm|L|g|m²)|°C", "", text)))
+        assert ("question" in tags) == text.endswith("?") and ("exclamation" in tags) == text.endswith("!"), r["id"]
+        assert "statement" not in tags or text.endswith("."), r["id"]
+
+
+@pytest.mark.parametrize("uid, absent, present", [
+    # Version 2's audit: 네 잔과, 두 조각, 주문하신 분 have no tense consonant; 꼭 정확히 is across a space.
+    ("ko-base-096", "tensification", None),
+    ("ko-base-062", "tensification", None),
+    # Tense and nasal consonants the spoken digits carry.
+    ("ko-base-097", None, "tensification"),   # 9살 [아홉쌀]
+    ("ko-base-110", None, "tensification"),   # 40분 [사십뿐]
+    ("ko-base-153", None, "tensification"),   # 6시 [여섣씨]
+    ("ko-base-108", None, "nasalization"),    # 70년 [칠씸년]
+    ("ko-base-148", None, "nasalization"),    # 100명 [뱅명]
+    # ㄹ -> ㄴ is nasalization (19항), not lateralization.
+    ("ko-base-028", "lateralization", "nasalization"),  # 정류장 [정뉴장]
+    ("ko-base-134", "lateralization", "nasalization"),  # 협력 [혐녁]
+])
+def test_ko_base_audited_tags(uid, absent, present):
+    tags = next(r["tags"] for r in _ko_base_rows() if r["id"] == uid)
+    assert absent is None or absent not in tags
+    assert present is None or present in tags

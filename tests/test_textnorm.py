@@ -69,3 +69,18 @@ def test_each_language_gets_its_own_number_reader():
     assert normalize("3 apples", "en") == "three apples"
     assert normalize("3개", "ko") == "세 개"
     assert normalize("3 pommes", "fr") == "3 pommes"  # no reader: digits stay digits on both sides
+
+
+def test_korean_normal_form_is_the_first_reading():
+    """text_norm / transcript_norm show the usual reading; CER takes every standard one (korean_readings)."""
+    from evalkit.korean_readings import readings
+
+    for text in ("25명", "-18°C", "30%", "10,320원", "KBS 뉴스", "2~3명"):
+        assert readings(text).forms[0] == cer_form(normalize(text, "ko"), "ko")
+    assert normalize("교실에 25명", "ko") == "교실에 스물다섯 명"
+    assert normalize("20대 여성", "ko") == "이십 대 여성"
+
+
+def test_korean_apostrophes_go_before_numbers_are_read():
+    assert normalize("KBS's 3개", "ko") == "kbss 세 개"
+    assert normalize("don't", "en") == "dont"
