@@ -69,6 +69,12 @@ def test_ko_base_espeak_command(tmp_path, sqlite_uri):
     assert [r["id"] for r in local] == ["ko-base-001", "ko-base-002", "ko-base-003"]
     assert all("text_norm" in r and "." not in r["text_norm"] for r in local)
     assert len(list((out / "audio").glob("*.wav"))) == 3
+    # Korean scoring's own columns, locally and in MLflow: the reading CER was taken against, whether
+    # the transcript could show it (digits hide it), and the jamo error rate.
+    for r in [*local, *rows]:
+        assert r["reading"] and not any(c.isdigit() for c in r["reading"])
+        assert r["reading_unverified"] in (0.0, 1.0) and 0.0 <= r["jer"]
+    assert "reading_unverified/mean" in run.data.metrics and "jer/corpus" in run.data.metrics
 
 
 # Sentences whose difficulty is the voice, not text normalization (numbers, units, names and
