@@ -19,7 +19,7 @@ folder) are optional; without `reference`, a file refs/<id>.wav is the utterance
 `readings` is optional too: a list of whole-sentence spoken forms (at most READINGS_MAX, each
 non-empty, at most READING_MAX_CHARS characters, numbers spelled out: no digits) that count as
 correct besides those evalkit derives from the text (for Korean: evalkit.korean_readings, e.g.
-"text": "3~5일 걸려요", "readings": ["삼 일에서 오 일 걸려요", "사나흘 걸려요"]).
+"text": "3~4일 걸려요", "readings": ["삼 일에서 사 일 걸려요", "사나흘 걸려요"]).
 An utterance whose `speaker` has a prompt under the header's `speakers:` is compared with that
 prompt by metrics that accept one (spk_sim) when it has no reference of its own. The digest
 covers the name, the language, every utterance's id, text, readings and speaker and the bytes of every
