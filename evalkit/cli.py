@@ -599,8 +599,12 @@ def metrics_cmd() -> None:
 
 
 from .cli_compare import register as _register_compare  # noqa: E402  (compare, report, baseline)
+from .cli_human import register as _register_human  # noqa: E402  (correlate, calibrate)
+from .cli_listen import register as _register_listen  # noqa: E402  (listen)
 
 _register_compare(app)
+_register_listen(app)
+_register_human(app)
 
 
 @app.callback(invoke_without_command=True)

@@ -57,6 +57,9 @@ class RunConfig:
     metric_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     step: int | None = None  # the checkpoint's training step: MLflow draws each metric over it
     asr_options: Mapping[str, str] = field(default_factory=dict)  # --asr-option KEY=VALUE (in the ASR digest)
+    # Every synthesis request's SynthesisRequest.seed: a stochastic model samples differently per seed
+    # (evalkit calibrate gives each repeat its own); 0, the default, is what runs always used.
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ def evaluation_key(config: RunConfig, suite: Suite, metrics: list[Metric], asr: 
     """One digest of what decides a run's numbers: the model's bytes, the suite's sentences and
     every setting that changes a row (not where it is written or logged, nor its step). A sweep
     skips a checkpoint whose key is already logged in the experiment."""
-    settings = {
+    settings: dict[str, object] = {
         "model": model_identity(config.model),
         "adapter": config.adapter,
         "suite": suite.digest,
@@ -217,6 +220,8 @@ def evaluation_key(config: RunConfig, suite: Suite, metrics: list[Metric], asr: 
         "reference": refs.digest if refs is not None else None,
         "textnorm": textnorm.VERSION,
     }
+    if config.seed:  # only when set: the keys of every earlier run stay what they were
+        settings["seed"] = config.seed
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -238,11 +243,12 @@ def model_identity(model: str) -> str:
 
 
 def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Shared | None = None,
-        prepared: Prepared | None = None, parent_run_id: str | None = None) -> RunResult:
+        prepared: Prepared | None = None, parent_run_id: str | None = None, log: bool = True) -> RunResult:
     """Evaluate, write the local record, log it. A folder holding an unfinished run of the same
     configuration is resumed: only the utterances it lacks are evaluated. `prepared` (from
     `prepare`) skips resolving again; `shared` reuses loaded metrics and their workers; the MLflow
-    run is a child of `parent_run_id` when given (a sweep's)."""
+    run is a child of `parent_run_id` when given (a sweep's). `log=False` writes the folder and
+    logs nothing: its caller logs it (a Ray worker's driver, evalkit.sweep_ray)."""
     p = prepared or prepare(config, shared)
     config, suite, uri, experiment, refs, metrics = p.config, p.suite, p.uri, p.experiment, p.refs, p.metrics
     device, asr, recorded, source, tracking_problem = p.device, p.asr, p.recorded, p.source, p.tracking_problem
@@ -266,7 +272,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
                                        on_rows=save,
                                        skip=frozenset(r.utterance_id for r in previous),
                                        workers=config.workers, recorded=recorded,
-                                       pool=shared.pool(metrics, config.workers) if shared and adapter else None)
+                                       pool=shared.pool(metrics, config.workers) if shared and adapter else None,
+                                       seed=config.seed)
         if adapter is not None:
             model_info, adapter_name = dict(adapter.describe()), adapter.name
         else:
@@ -304,6 +311,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     except OSError as exc:
         raise EvalkitError(f"cannot write the results to {out_dir} ({exc.strerror or exc}); every utterance "
                            f"is saved: fix that and finish with: evalkit run --resume {out_dir}") from None
+    if not log:
+        return RunResult(out_dir, summary, rows, None, broken)
     try:
         if tracking_problem:
             raise tracking_problem
@@ -417,6 +426,8 @@ def _config_dict(config: RunConfig) -> dict:
     d["asr_options"] = dict(config.asr_options)
     if not d["asr_options"]:  # likewise
         del d["asr_options"]
+    if not d["seed"]:  # likewise
+        del d["seed"]
     return d
 
 
@@ -503,6 +514,7 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
         "textnorm_version": textnorm.VERSION,
         "reference": reference.label,
         **({"step": config.step} if config.step is not None else {}),
+        **({"seed": config.seed} if config.seed else {}),
         **{f"metric.{n}.version": i.version for n, i in metric_info.items()},
         **{f"metric.{n}.options": json.dumps(i.options, sort_keys=True) for n, i in metric_info.items() if i.options},
     }

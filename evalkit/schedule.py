@@ -58,7 +58,8 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
              references: Mapping[str, Path] | None = None,
              on_rows: Callable[[list[Row]], None] | None = None,
              skip: frozenset[str] = frozenset(), workers: int | None = None,
-             recorded: Recorded | None = None, pool: workers_mod.MetricPool | None = None) -> Evaluation:
+             recorded: Recorded | None = None, pool: workers_mod.MetricPool | None = None,
+             seed: int = 0) -> Evaluation:
     """Evaluate every utterance of `suite` not in `skip`; finished rows go to `on_rows` chunk by chunk.
 
     Audio-only metrics that are process-safe score in `workers` worker processes (default: one
@@ -66,7 +67,8 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
     run instead of `adapter`. A metric that does not derive from evalkit.protocols.Metric is seen
     through it (`declared`). The ASR backend is used as given: its threads are decided when it is
     built (`whisper_threads`). A `pool` given (a sweep's, whose workers keep their loaded
-    metrics from one checkpoint to the next) is used instead of starting one, and left running."""
+    metrics from one checkpoint to the next) is used instead of starting one, and left running. `seed`
+    goes with every synthesis request (SynthesisRequest.seed)."""
     progress = progress or Progress()
     metrics = [declared(m) for m in metrics]
     audio_dir = out_dir / "audio"
@@ -92,7 +94,8 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
     if recorded is not None:
         make = partial(stages.replay, recorded=recorded, audio_dir=audio_dir, done=done)
     elif adapter is not None:
-        make = partial(stages.synthesize, adapter=adapter, language=suite.language, audio_dir=audio_dir, done=done)
+        make = partial(stages.synthesize, adapter=adapter, language=suite.language, audio_dir=audio_dir, done=done,
+                       seed=seed)
     else:
         raise ValueError("evaluate needs an adapter or a recorded run")
 

@@ -625,3 +625,68 @@ def log_report(uri: str, run_id: str, report_dir: Path, status: str, tags: Mappi
             c.set_tag(run_id, k, v)
         c.set_tag(run_id, LAST_REPORT_TAG, status)
     return not keep
+
+
+# --- analyses across runs (evalkit correlate) -----------------------------------------------
+
+
+def log_analysis(uri: str, experiment: str, run_name: str, folder: Path, *, tags: Mapping[str, str],
+                 params: Mapping[str, object], metrics: Mapping[str, float]) -> str:
+    """A FINISHED run of its own in `experiment` holding an analysis of other runs: `params`,
+    `metrics`, `tags` and every regular file under `folder` (links are never followed) as artifacts.
+    Returns its MLflow run id."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    c = client(uri)
+    with calling(f"cannot log {run_name} to MLflow experiment {experiment!r}", uri, TrackingError):
+        exp_id = _experiment_id(c, uri, experiment)
+        run_id = c.create_run(exp_id, run_name=run_name).info.run_id
+        now = _ms(time.time())
+        c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                    params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        base = folder.resolve()
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(base):
+                rel = path.relative_to(folder).parent.as_posix()
+                c.log_artifact(run_id, str(path), artifact_path=None if rel == "." else rel)
+        c.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+# --- results added to an existing run (evalkit listen) -----------------------------------------
+
+
+def log_metrics(uri: str, run_id: str, values: Mapping[str, float]) -> None:
+    """`values` as metrics of the existing MLflow run `run_id` (step 0, now). Logging a key again
+    adds a newer value, which the MLflow UI shows."""
+    import time
+
+    from mlflow.entities import Metric
+
+    c = client(uri)
+    now = _ms(time.time())
+    points = [Metric(k, float(v), now, 0) for k, v in values.items()]
+    with calling(f"cannot log metrics to MLflow run {run_id}", uri, TrackingError):
+        for i in range(0, len(points), 500):
+            c.log_batch(run_id, metrics=points[i:i + 500])
+
+
+def log_table(uri: str, run_id: str, rows: list[dict], artifact_file: str) -> None:
+    """`rows` as an MLflow table (mlflow.load_table reads it back) of the existing run `run_id`."""
+    import pandas as pd
+
+    c = client(uri)
+    with calling(f"cannot log table {artifact_file} to MLflow run {run_id}", uri, TrackingError):
+        c.log_table(run_id, data=pd.DataFrame(rows), artifact_file=artifact_file)
+
+
+def log_files(uri: str, run_id: str, files: Iterable[Path], artifact_path: str) -> None:
+    """Plain files (never links) as artifacts of the existing run `run_id`, under `artifact_path`."""
+    c = client(uri)
+    with calling(f"cannot upload files to MLflow run {run_id}", uri, TrackingError):
+        for f in files:
+            if f.is_file() and not f.is_symlink():
+                c.log_artifact(run_id, str(f), artifact_path=artifact_path)
