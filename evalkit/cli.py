@@ -210,6 +210,13 @@ def sweep(
         False, "--allow-download",
         help="Let --asr download a named Whisper model that is not in the local caches (sets "
              "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
+    executor: str = typer.Option("local", help="Where the evaluations run: local (this process) or ray (actors on "
+                                              "a Ray cluster; pip install 'evalkit-tts[ray]').", metavar="local|ray"),
+    ray_address: str | None = typer.Option(None, help="With --executor ray: the cluster's HOST:PORT; default: a "
+                                                      "local Ray instance for this command.", metavar="ADDRESS"),
+    ray_gpus_per_actor: float | None = typer.Option(None, help="With --executor ray: GPUs each actor holds "
+                                                              "(default: 1 with --device cuda, else none).",
+                                                    metavar="N"),
 ) -> None:
     """Evaluate every checkpoint of a training run on one or more suites, as curves over the step.
 
@@ -240,7 +247,8 @@ def sweep(
         reference_run=reference_run, workers=workers, metric_options=parse_metric_options(metric_option),
         asr_options=_parse_asr_options(asr_option))
     config = SweepConfig(suites=tuple(suite), models=tuple(models), run=run_config, steps=parsed_steps, name=name,
-                         out_dir=out_dir, watch=watch, poll_s=poll, until=until, max_checkpoints=max_checkpoints)
+                         out_dir=out_dir, watch=watch, poll_s=poll, until=until, max_checkpoints=max_checkpoints,
+                         executor=executor, ray_address=ray_address, ray_gpus_per_actor=ray_gpus_per_actor)
     result = run_sweep(config, _progress, lambda line: err.print(line, markup=False, highlight=False,
                                                                   soft_wrap=True))
     _report_sweep(result)

@@ -27,6 +27,8 @@ temporary files (.tmp, .part, .partial, a leading dot) are never taken.
 SWEEP/sweep.json records every (checkpoint, suite): done, failed (with the reason) or skipped,
 its run folder (relative to SWEEP) and MLflow run id; it is rewritten after each, so a crash
 loses nothing that finished.
+`executor="ray"` (`--executor ray`) runs the evaluations on Ray actors (evalkit.sweep_ray);
+the lookups above, the run folders and every MLflow write stay in this process.
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import record, runner, tracking
 from .errors import EvalkitError, Terminated, first_line
 from .progress import Progress
 from .untrusted import check_name
+
+if TYPE_CHECKING:
+    from . import sweep_ray
 
 FORMAT = 1
 SWEEP_FILE = "sweep.json"
@@ -93,6 +99,9 @@ class SweepConfig:
     poll_s: float = 30.0
     until: int | None = None  # stop once a checkpoint at this step or later is evaluated
     max_checkpoints: int | None = None  # stop after evaluating this many new checkpoints
+    executor: str = "local"  # local (this process) | ray (evalkit.sweep_ray: actors on a Ray cluster)
+    ray_address: str | None = None  # None: a local Ray instance started and stopped with the sweep
+    ray_gpus_per_actor: float | None = None  # None: 1 with --device cuda, else 0
 
 
 @dataclass
@@ -277,7 +286,24 @@ class _State:
 def sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Progress]],
           say: Callable[[str], None]) -> SweepResult:
     """Evaluate every checkpoint on every suite (see the module docstring); bad input that leaves
-    nothing to run fails before any work."""
+    nothing to run fails before any work. With `executor="ray"` the evaluations run on Ray actors
+    (evalkit.sweep_ray); this process still decides what to skip and is the only writer."""
+    _check(config)
+    if config.executor == "local":
+        return _sweep(config, progress, say, None)
+    from . import sweep_ray  # ray itself is imported there, only now
+
+    with sweep_ray.connect(config, say) as cluster:
+        return _sweep(config, progress, say, cluster)
+
+
+def _check(config: SweepConfig) -> None:
+    if config.executor not in ("local", "ray"):
+        raise EvalkitError(f"--executor must be local or ray, got {config.executor!r}")
+    if config.executor == "local" and (config.ray_address or config.ray_gpus_per_actor):
+        raise EvalkitError("--ray-address and --ray-gpus-per-actor need --executor ray")
+    if config.executor == "ray" and config.watch:
+        raise EvalkitError("--watch runs with --executor local only")
     if not config.suites:
         raise EvalkitError("evalkit sweep needs at least one --suite")
     if not config.models:
@@ -289,6 +315,10 @@ def sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pro
                            "from its checkpoint or its file name")
     if (config.until is not None and config.until < 0) or (config.max_checkpoints or 1) < 1:
         raise EvalkitError("--until must be a step (0 or more) and --max-checkpoints at least 1")
+
+
+def _sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Progress]],
+           say: Callable[[str], None], cluster: sweep_ray.Cluster | None) -> SweepResult:
     found = checkpoints(expand(config.models, quiet_empty=config.watch), config.steps)
     name = check_name(config.name or default_name(config.models), "--name")
     out_dir = config.out_dir or Path("evalkit-runs") / f"sweep-{name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -325,6 +355,8 @@ def sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pro
     try:
         if config.watch:
             stopped = _watch(state)
+        elif cluster is not None:
+            cluster.run(state, found)
         else:
             for i, c in enumerate(found, 1):
                 if _evaluate(state, c, position=f"[{i}/{len(found)}] ") and _enough(state, c):
@@ -368,21 +400,55 @@ def _evaluate(state: _State, c: Checkpoint, retry_load: bool = False, position: 
         entry = _one(state, c, suite, retry_load, position)
         if entry is None:
             continue
-        state.entries = [e for e in state.entries
-                         if not (e.suite == entry.suite and e.step == entry.step and e.status == "failed")]
-        state.entries.append(entry)
-        state.save()
+        _record(state, entry)
         counted = counted or entry.status != "skipped"
     if counted:
         state.evaluated += 1
     return counted
 
 
+def _record(state: _State, entry: Entry) -> None:
+    """`entry` in sweep.json, in place of an earlier failure of the same (step, suite)."""
+    state.entries = [e for e in state.entries
+                     if not (e.suite == entry.suite and e.step == entry.step and e.status == "failed")]
+    state.entries.append(entry)
+    state.save()
+
+
 class LoadFailed(EvalkitError):
     """A checkpoint a --watch will try again once it changes."""
 
 
+@dataclass(frozen=True)
+class _Task:
+    """A (checkpoint, suite) to evaluate: nothing in the sweep or the experiment has its key."""
+
+    config: runner.RunConfig
+    prepared: runner.Prepared
+    base: Entry  # status failed until it is done
+    label: str
+    run_dir: Path
+
+
 def _one(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: str) -> Entry | None:
+    task = _plan(state, c, suite, retry_load, position)
+    if not isinstance(task, _Task):
+        return task
+    state.say(f"{task.label} on {suite}")
+    try:
+        with state.progress() as p:
+            result = runner.run(task.config, p, state.shared, task.prepared, parent_run_id=state.parent)
+    except runner.Interrupted:
+        raise
+    except EvalkitError as exc:
+        return _failed(state, task.base, task.label, suite, exc, retry_load)
+    return _finished(state, task, result)
+
+
+def _plan(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: str) -> Entry | _Task | None:
+    """What to do with (c, suite): None (already done in this sweep), an Entry (skipped: already
+    in the experiment; failed: bad input), or a _Task to evaluate. Whatever the executor, this
+    lookup happens here, in the one process that logs."""
     cfg = state.config
     run_dir = state.out_dir / f"{_safe(suite)}-step{c.step:08d}"
     config = dataclasses.replace(cfg.run, suite=suite, model=c.model, out_dir=run_dir, step=c.step,
@@ -414,21 +480,19 @@ def _one(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: s
             _points(state, prepared.suite.name, c.step, logged.metrics)
             return dataclasses.replace(base, status="skipped", mlflow_run_id=logged.run_id,
                                        reason=f"already evaluated as MLflow run {logged.run_id}")
-    state.say(f"{label} on {suite}")
-    try:
-        with state.progress() as p:
-            result = runner.run(config, p, state.shared, prepared, parent_run_id=state.parent)
-    except runner.Interrupted:
-        raise
-    except EvalkitError as exc:
-        return _failed(state, base, label, suite, exc, retry_load)
-    rel = run_dir.relative_to(state.out_dir).as_posix()
+    return _Task(config, prepared, base, label, run_dir)
+
+
+def _finished(state: _State, task: _Task, result: runner.RunResult) -> Entry:
+    """The entry of an evaluated task, its numbers on the parent run's curves."""
+    base, prepared, c_step = task.base, task.prepared, task.base.step
+    rel = task.run_dir.relative_to(state.out_dir).as_posix()
     if result.tracking_error:
         state.tracking_failed(EvalkitError(result.tracking_error))
         mlflow_id = None
     else:
         mlflow_id = result.summary.tracking.run_id
-        _points(state, prepared.suite.name, c.step, tracking.flat_metrics(result.summary))
+        _points(state, prepared.suite.name, c_step, tracking.flat_metrics(result.summary))
     failures = int(result.summary.aggregates.get("failures/count", 0))
     state.say(f"  {tracking.description(result.summary)}" + (f"; broken: {'; '.join(result.broken)}"
                                                                 if result.broken else ""))

@@ -1,0 +1,95 @@
+"""The Ray executor on one machine against the local executor, on the same sweep.
+
+    .venv/bin/python benchmarks/sweep_ray.py [--limit 8] [--metrics A,B] [--out benchmarks/results/sweep-ray-<time>]
+
+Needs the tests' plug-in (scripts/setup.sh installs it) and ray (`pip install 'evalkit-tts[ray]'`):
+three `degraded-piper` checkpoints (Piper with noise of strength 0, 0.05, 0.3, at steps
+1000..3000) on en-base. Both run as a user runs them (fresh processes, default workers), each
+with its own empty evalkit cache and sqlite MLflow store:
+- local: `evalkit sweep --suite en-base CKPT_DIR`;
+- ray:   the same with `--executor ray` (a local Ray instance started and stopped by the
+         command, one actor per core, each loading Whisper and the metrics once).
+Prints and writes (JSON and Markdown) the wall seconds of each, the ratio ray / local (the
+target: at most 1.15) and whether every per-utterance score is identical (timing columns
+aside). Run it on a quiet machine: other work on 2 cores moves the ratio by 20 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+STRENGTHS = {1000: 0.0, 2000: 0.05, 3000: 0.3}
+TIMING = {"synth_seconds", "rtf"}  # wall-clock facts, never equal twice
+
+
+def _rows(run_dir: Path) -> dict[str, dict]:
+    rows = {}
+    for line in (run_dir / "utterances.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows[row["id"]] = {k: v for k, v in row.items() if k not in TIMING}
+    return rows
+
+
+def _same(a: dict, b: dict) -> bool:
+    def eq(x, y):
+        if isinstance(x, float) and isinstance(y, float):
+            return x == y or (math.isnan(x) and math.isnan(y))
+        return x == y
+    return a.keys() == b.keys() and all(a[k].keys() == b[k].keys() and all(eq(a[k][f], b[k][f]) for f in a[k])
+                                         for k in a)
+
+
+def _timed(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path,
+                    default=Path("benchmarks/results") / f"sweep-ray-{datetime.now():%Y%m%d-%H%M%S}")
+    ap.add_argument("--limit", type=int, default=8, help="utterances of en-base per checkpoint")
+    ap.add_argument("--metrics", default=None, help="comma-separated metrics (default: evalkit's default set)")
+    args = ap.parse_args()
+    out = args.out.resolve()
+    ckpts = out / "checkpoints"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    from tiny_tts import save_degraded
+
+    for step, strength in STRENGTHS.items():
+        save_degraded(ckpts / f"ckpt-{step}.pt", strength, step=step)
+    base = [sys.executable, "-m", "evalkit", "sweep", "--suite", "en-base", str(ckpts), "--limit", str(args.limit),
+            *(["--metrics", args.metrics] if args.metrics else [])]
+    env = {**os.environ, "EVALKIT_PROGRESS": "off", "RAY_TMPDIR": str(out)}
+    load_before = os.getloadavg()[0]  # other work on the machine: the ratio means little above ~0.5
+    seconds = {}
+    for executor in ("local", "ray"):
+        seconds[executor] = _timed([*base, "--executor", executor, "--tracking-uri",
+                                    f"sqlite:///{out / (executor + '.db')}", "--out", str(out / executor)],
+                                   {**env, "EVALKIT_CACHE": str(out / f"cache-{executor}")})
+    record = json.loads((out / "local" / "sweep.json").read_text())
+    identical = all(_same(_rows(out / "local" / e["run_dir"]), _rows(out / "ray" / e["run_dir"]))
+                    for e in record["checkpoints"])
+    result = {"checkpoints": len(STRENGTHS), "utterances_each": args.limit, "metrics": args.metrics or "default",
+              "local_s": round(seconds["local"], 1), "ray_s": round(seconds["ray"], 1),
+              "ratio": round(seconds["ray"] / seconds["local"], 3), "scores_identical": identical,
+              "cores": len(os.sched_getaffinity(0)), "load_1min_before": round(load_before, 2)}
+    (out / "sweep-ray.json").write_text(json.dumps(result, indent=2))
+    cols = list(result)
+    table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+                       "| " + " | ".join(str(result[c]) for c in cols) + " |"])
+    (out / "sweep-ray.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

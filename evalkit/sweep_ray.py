@@ -1,0 +1,413 @@
+"""`evalkit sweep --executor ray`: the sweep's evaluations on Ray actors, one driver that writes.
+
+The driver (the `evalkit sweep` process) does everything but evaluate: it expands the
+checkpoints, looks every (checkpoint, suite) up by its evaluation key (evalkit.sweep._plan: the
+skip logic is the local executor's, unchanged), and sends each task left to an actor. An actor
+(`EvalActor`: one per CPU of the cluster, or per `--ray-gpus-per-actor` GPUs) keeps a
+runner.Shared and, through evalkit.asr.resolve's per-process cache, its loaded ASR, so models
+load once per actor, not once per task. It evaluates into a folder of its own node with
+runner.run(log=False) and returns that folder as one uncompressed tar in memory (summary.json,
+the tables, run.json, audio/*.wav). The driver unpacks it into the sweep folder, logs it to
+MLflow (tracking.log_run with the parent run id) and adds the parent's points, exactly as the
+local executor does: the driver is the only writer of run folders and of MLflow.
+
+Limits. A task's whole folder travels in memory (in the actor, Ray's object store and the
+driver): about 100-200 KB per utterance of 22 kHz audio, so 1,000 utterances are 100-200 MB;
+a folder over MAX_RESULT_BYTES fails that task with a reason (split the suite, or use --limit).
+Checkpoints, suites and reference audio are read by the actors from the paths the driver names:
+every node must see them at the same paths (shared storage), and run the same evalkit and
+packages (an actor whose evaluation key differs from the driver's refuses the task).
+
+Faults. An actor that dies (its process killed, its node lost) costs the task it held: the task
+goes back to the queue for another actor, at most MAX_ATTEMPTS times, after which the
+(checkpoint, suite) is recorded as failed with the reason; a replacement actor is started in
+its place. Each (checkpoint, suite) is logged once: the driver logs a task only after it came
+back whole, and looks its evaluation key up in the experiment just before logging it.
+
+Without --ray-address a local Ray instance starts (127.0.0.1, no dashboard, usage stats off,
+its files in a temporary folder, token auth with a token that lives only in this process's
+environment) and stops with the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import io
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import record, runner, tracking
+from . import workers as workers_mod
+from .errors import EvalkitError, MissingExtra, first_line
+
+if TYPE_CHECKING:
+    from .sweep import Checkpoint, SweepConfig, _State, _Task
+
+MAX_ATTEMPTS = 3  # tries of one task whose actor died, before it is recorded as failed
+MAX_RESULT_BYTES = 2 << 30  # one run folder, as it travels back to the driver
+CONNECT_TIMEOUT_S = 5.0  # to tell an unreachable --ray-address, before Ray's own (long) retries
+READY_TIMEOUT_S = 600.0  # with every actor gone, how long a replacement may take to start
+_SAFE_NAME = re.compile(r"^(?:audio/)?[\w][\w.-]*$")  # what a run folder holds: files, audio/<clip>
+
+
+class EvalActor:
+    """Evaluates tasks one after another with the models it loaded for the first (Ray actor)."""
+
+    def __init__(self) -> None:
+        self.shared = runner.Shared()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def evaluate(self, config: runner.RunConfig, key: str) -> dict[str, Any]:
+        """{"tar": bytes, "broken": [...]} or {"error": "one line"}; never raises for bad input."""
+        tmp = Path(tempfile.mkdtemp(prefix="evalkit-ray-task-"))
+        try:
+            out = tmp / "run"
+            config = dataclasses.replace(config, out_dir=out)
+            try:
+                prepared = runner.prepare(config, self.shared)
+                if prepared.key != key:
+                    raise EvalkitError(f"the Ray worker on {socket.gethostname()} computes another evaluation key than "
+                                       "the driver (another model file, suite, evalkit or package version there)")
+                result = runner.run(config, None, self.shared, prepared, log=False)
+            except EvalkitError as exc:
+                return {"error": str(exc), "pid": os.getpid()}
+            data = _pack(out)
+            if len(data) > MAX_RESULT_BYTES:
+                return {"error": f"its run folder is {len(data) >> 20} MiB, more than the {MAX_RESULT_BYTES >> 20} "
+                                 "MiB a task may send back; split the suite or give --limit", "pid": os.getpid()}
+            return {"tar": data, "broken": list(result.broken), "pid": os.getpid(), "host": socket.gethostname()}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pack(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    return buf.getvalue()
+
+
+def unpack(data: bytes, run_dir: Path) -> None:
+    """A task's run folder into `run_dir`, all or nothing: plain files with plain names only
+    (summary.json, the tables, run.json, audio/<clip>), nothing outside `run_dir`."""
+    incoming = run_dir.parent / f".{run_dir.name}.incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    incoming.mkdir(parents=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                if member.isdir() and member.name == "audio":
+                    continue
+                if not member.isfile() or not _SAFE_NAME.match(member.name):
+                    raise EvalkitError(f"a Ray worker sent {member.name!r}, which is not a file of a run folder")
+                src = tar.extractfile(member)
+                assert src is not None  # a regular file
+                dest = incoming / member.name
+                dest.parent.mkdir(exist_ok=True)
+                dest.write_bytes(src.read())
+        if not (incoming / record.SUMMARY).is_file():
+            raise EvalkitError(f"a Ray worker sent a run folder without {record.SUMMARY}")
+        run = record.read_run(incoming)
+        if run is not None and isinstance(run.get("config"), dict):  # it names the folder it was written in
+            run["config"]["out_dir"] = str(run_dir)
+            record.write_run(incoming, run)
+        if run_dir.exists():
+            if (run_dir / record.SUMMARY).exists():
+                raise EvalkitError(f"{run_dir} already holds a finished run; choose another --out")
+            shutil.rmtree(run_dir)  # an unfinished evaluation of the local executor: this one replaces it
+        os.replace(incoming, run_dir)
+    except (OSError, tarfile.TarError) as exc:
+        raise EvalkitError(f"cannot write {run_dir} ({getattr(exc, 'strerror', None) or exc})") from None
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+
+
+# --- the cluster -----------------------------------------------------------------------------
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtra("ray (for --executor ray)", "ray") from None
+    return ray
+
+
+def _check_address(address: str) -> None:
+    """A TCP connect to the address's host and port: Ray itself retries a dead address for a minute."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise EvalkitError(f"--ray-address must be HOST:PORT (or ray://HOST:PORT, or auto), got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise EvalkitError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
+                           "one (ray start --head) or leave --ray-address out to run a local one") from None
+
+
+@contextlib.contextmanager
+def _environment(local: bool, temp_dir: Path | None) -> Iterator[None]:
+    """Ray's settings for this command, restored afterwards."""
+    wanted = {"RAY_USAGE_STATS_ENABLED": "0"}
+    if temp_dir is not None:
+        wanted["RAY_TMPDIR"] = str(temp_dir)
+    if local and not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        # Token auth, as Ray does by default, but with a token of this command's only: Ray's default
+        # writes one under the home folder.
+        wanted |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    old = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def connect(config: SweepConfig, say: Callable[[str], None]) -> Iterator[Cluster]:
+    """The Ray cluster at --ray-address, or a local one for this command; checks that it has what
+    the sweep asks for (GPUs for --device cuda) before any work."""
+    if importlib.util.find_spec("ray") is None:  # installed? (told before anything starts; not imported yet)
+        raise MissingExtra("ray (for --executor ray)", "ray")
+    address = config.ray_address
+    if address:
+        _check_address(address)
+    device = config.run.device
+    gpus = config.ray_gpus_per_actor if config.ray_gpus_per_actor is not None else (1.0 if device == "cuda" else 0.0)
+    if gpus < 0:
+        raise EvalkitError("--ray-gpus-per-actor cannot be negative")
+    temp_dir = None if address else Path(tempfile.mkdtemp(prefix="evalkit-ray-", dir=os.environ.get("RAY_TMPDIR")))
+    with contextlib.ExitStack() as stack:
+        if temp_dir is not None:
+            stack.callback(shutil.rmtree, temp_dir, True)
+        stack.enter_context(_environment(address is None, temp_dir))
+        ray = _import_ray()  # the settings are read when Ray is first imported: they are set first
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.WARNING}
+        if address is None:
+            kwargs |= {"_temp_dir": str(temp_dir), "_node_ip_address": "127.0.0.1"}
+        elif address.split("://", 1)[-1].rpartition(":")[0] in ("127.0.0.1", "localhost"):
+            kwargs["_node_ip_address"] = "127.0.0.1"
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:
+            raise EvalkitError(f"cannot {'connect to the Ray cluster at ' + address if address else 'start Ray'} "
+                               f"({first_line(exc)})") from None
+        stack.callback(ray.shutdown)
+        resources = ray.cluster_resources()
+        where = f"the Ray cluster at {address}" if address else "the local Ray instance"
+        have_gpus, have_cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+        if (device == "cuda" or gpus > 0) and have_gpus < max(gpus, 1e-9):
+            raise EvalkitError(f"{'--device cuda' if device == 'cuda' else '--ray-gpus-per-actor'}: {where} has "
+                               f"no GPU ({have_cpus:g} CPUs); use --device cpu, or a cluster with GPU nodes")
+        if device != "cuda" and gpus > 0:
+            raise EvalkitError("--ray-gpus-per-actor needs --device cuda: the actors would hold GPUs and not use them")
+        size = int(have_gpus // gpus) if gpus else int(have_cpus)
+        cpus = _cpus_per_actor(ray, gpus)
+        if size < 1:
+            raise EvalkitError(f"{where} has no CPU for an evalkit actor")
+        say(f"Ray: {where}, {size} actor(s) at most ({have_cpus:g} CPUs, {have_gpus:g} GPUs; "
+            f"{cpus} CPU(s) per actor)")
+        yield Cluster(ray, size, gpus, cpus, say)
+
+
+def _cpus_per_actor(ray: Any, gpus: float) -> int:
+    """CPUs each actor reserves: 1 on CPU (an actor per core); with GPUs, the CPUs of the
+    leanest GPU node per GPU (its metric workers run on them), so every GPU gets an actor."""
+    if not gpus:
+        return 1
+    shares = [n["Resources"].get("CPU", 0.0) / n["Resources"]["GPU"] for n in ray.nodes()
+              if n.get("Alive") and n["Resources"].get("GPU")]
+    return max(1, int(min(shares, default=1.0) * gpus))
+
+
+@dataclass
+class _Attempt:
+    task: _Task
+    checkpoint: Checkpoint
+    tries: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class Cluster:
+    """Actors on a connected Ray cluster, and the loop that feeds them a sweep's tasks."""
+
+    ray: Any
+    size: int  # actors at most
+    gpus: float  # per actor
+    cpus: int  # per actor: Whisper and, beside it, cpus - 1 metric workers unless --workers says
+    say: Callable[[str], None]
+    _actor_class: Any = field(default=None, init=False)
+
+    def _new_actor(self) -> Any:
+        if self._actor_class is None:
+            self._actor_class = self.ray.remote(EvalActor)
+        return self._actor_class.options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0,
+                                         max_task_retries=0).remote()
+
+    def run(self, state: _State, found: list[Checkpoint]) -> None:
+        """Every (checkpoint, suite) of `found` that the driver's lookup leaves, on the actors."""
+        from . import sweep
+
+        todo: deque[_Attempt] = deque()
+        for i, c in enumerate(found, 1):
+            counted = False
+            for suite in state.config.suites:
+                planned = sweep._plan(state, c, suite, False, f"[{i}/{len(found)}] ")
+                if planned is None:
+                    continue
+                if isinstance(planned, sweep._Task):
+                    todo.append(_Attempt(planned, c))
+                    counted = True
+                else:
+                    sweep._record(state, planned)
+                    counted = counted or planned.status != "skipped"
+            if counted:
+                state.evaluated += 1
+                if sweep._enough(state, c):
+                    break
+        if todo:
+            try:
+                self._dispatch(state, todo)
+            except KeyboardInterrupt:
+                stop = runner.Interrupted(f"interrupted: {sum(e.status == 'done' for e in state.entries)} "
+                                          f"evaluation(s) are done in {state.out_dir}")
+                stop.exit_code = 130
+                raise stop from None
+
+    def _dispatch(self, state: _State, todo: deque[_Attempt]) -> None:
+        ray = self.ray
+        total = len(todo)
+        starting: dict[Any, Any] = {}  # ready ref -> actor not yet known to be up
+        idle: list[Any] = []
+        running: dict[Any, tuple[Any, _Attempt]] = {}  # result ref -> (actor, attempt)
+        replacements = self.size * MAX_ATTEMPTS
+        for _ in range(min(self.size, total)):
+            actor = self._new_actor()
+            starting[actor.pid.remote()] = actor
+        waiting_since = time.monotonic()
+        while todo or running:
+            while todo and idle:
+                actor, attempt = idle.pop(), todo.popleft()
+                attempt.tries += 1
+                task = attempt.task
+                tail = f" (try {attempt.tries} of {MAX_ATTEMPTS})" if attempt.tries > 1 else ""
+                self.say(f"{task.label} on {task.base.suite}: sent to a Ray actor{tail}")
+                # The driver's resolved device and store; by default as many metric workers as the actor
+                # has CPUs beside Whisper (workers change no row): a machine's actors share its cores.
+                workers = task.config.workers
+                if workers is None:
+                    workers = max(0, min(self.cpus - 1, workers_mod.MAX_DEFAULT_WORKERS))
+                config = dataclasses.replace(task.config, device=task.prepared.device, tracking_uri=state.uri,
+                                             workers=workers)
+                running[actor.evaluate.remote(config, task.prepared.key)] = (actor, attempt)
+            if not running and not starting:
+                break
+            if not running and time.monotonic() - waiting_since > READY_TIMEOUT_S:
+                for attempt in todo:
+                    self._give_up(state, attempt, f"no Ray actor could start in {READY_TIMEOUT_S:g} s")
+                return
+            done, _ = ray.wait([*running, *starting], num_returns=1, timeout=10.0)
+            for ref in done:
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        idle.append(actor)
+                        waiting_since = time.monotonic()
+                    except ray.exceptions.RayError as exc:
+                        self.say(f"Ray: an actor did not start ({first_line(exc)})")
+                    continue
+                actor, attempt = running.pop(ref)
+                try:
+                    answer = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # evalkit itself raised: trying again changes nothing
+                    idle.append(actor)
+                    self._give_up(state, attempt, f"the Ray actor raised {first_line(exc.cause or exc)}")
+                    continue
+                except ray.exceptions.RayError as exc:  # the actor (its process or its node) is gone
+                    attempt.last_error = first_line(exc)
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor)
+                    if attempt.tries >= MAX_ATTEMPTS:
+                        self._give_up(state, attempt, f"its Ray actor died {attempt.tries} times "
+                                                      f"(last: {attempt.last_error})")
+                    else:
+                        self.say(f"{attempt.task.label} on {attempt.task.base.suite}: its Ray actor died "
+                                 f"({attempt.last_error}); retrying on another actor")
+                        todo.appendleft(attempt)
+                    alive, wanted = len(idle) + len(running) + len(starting), min(self.size, len(todo) + len(running))
+                    if replacements > 0 and alive < wanted:
+                        replacements -= 1
+                        new = self._new_actor()
+                        starting[new.pid.remote()] = new
+                        waiting_since = time.monotonic()
+                    continue
+                idle.append(actor)
+                self._done(state, attempt, answer)
+        for attempt in todo:  # every actor gone, and no replacement left to start
+            self._give_up(state, attempt, f"no Ray actor left ({attempt.last_error or 'none started'})")
+
+    def _give_up(self, state: _State, attempt: _Attempt, reason: str) -> None:
+        from . import sweep
+
+        task = attempt.task
+        self.say(f"{task.label} on {task.base.suite}: failed: {reason}")
+        sweep._record(state, dataclasses.replace(task.base, reason=reason))
+
+    def _done(self, state: _State, attempt: _Attempt, answer: dict[str, Any]) -> None:
+        """A task came back: its folder into the sweep folder, then MLflow, once."""
+        from . import sweep
+
+        task = attempt.task
+        if "error" in answer:
+            self._give_up(state, attempt, answer["error"])
+            return
+        try:
+            unpack(answer["tar"], task.run_dir)
+        except EvalkitError as exc:
+            self._give_up(state, attempt, str(exc))
+            return
+        tracking_error = None
+        try:
+            if task.prepared.tracking_problem is not None:
+                raise task.prepared.tracking_problem
+            logged = tracking.find_evaluated(state.uri, state.experiment, task.prepared.key)
+            if logged is None:  # the guard: never a second run of the same evaluation
+                tracking.log_run(task.run_dir, state.uri, state.experiment, state.parent)
+            else:
+                summary = record.load_summary(task.run_dir)
+                record.write_summary(task.run_dir, dataclasses.replace(
+                    summary, tracking=record.TrackingInfo(state.uri, state.experiment, logged.run_id)))
+        except EvalkitError as exc:
+            tracking_error = str(exc)
+        summary = record.load_summary(task.run_dir)
+        result = runner.RunResult(task.run_dir, summary, [], tracking_error, tuple(answer.get("broken") or ()))
+        sweep._record(state, sweep._finished(state, task, result))
