@@ -81,7 +81,7 @@ def run(
                  "prompt=hangul-numbers: Whisper's initial prompt asks for numbers in Hangul.", metavar="KEY=VALUE"),
     allow_download: bool = typer.Option(
         False, "--allow-download",
-        help="Let --asr download a named Whisper model that is not in the local caches (sets "
+        help="Let --asr and an hf: MODEL download a model that is not in the local caches (sets "
              "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
@@ -137,7 +137,7 @@ def rescore(
                  "kept for the metrics it keeps.", metavar="NAME.KEY=VALUE"),
     allow_download: bool = typer.Option(
         False, "--allow-download",
-        help="Let --asr download a named Whisper model that is not in the local caches (sets "
+        help="Let --asr and an hf: MODEL download a model that is not in the local caches (sets "
              "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
 ) -> None:
     """Score a finished run's saved audio again, with more or other metrics, as a new run.
@@ -208,7 +208,7 @@ def sweep(
                  "prompt=hangul-numbers: Whisper's initial prompt asks for numbers in Hangul.", metavar="KEY=VALUE"),
     allow_download: bool = typer.Option(
         False, "--allow-download",
-        help="Let --asr download a named Whisper model that is not in the local caches (sets "
+        help="Let --asr and an hf: MODEL download a model that is not in the local caches (sets "
              "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
     executor: str = typer.Option("local", help="Where the evaluations run: local (this process) or ray (actors on "
                                               "a Ray cluster; pip install 'evalkit-tts[ray]').", metavar="local|ray"),

@@ -153,7 +153,6 @@ def test_cuda_without_a_cuda_torch_falls_back_to_cpu_and_says_so(tmp_path, tiny_
 def test_claims_tell_checkpoints_from_archives(tmp_path, tiny_tts):
     import torch
 
-    from evalkit.adapters import resolve
     from evalkit.adapters.torch_checkpoint import TorchCheckpointAdapter
     from evalkit.adapters.torchscript import TorchScriptAdapter
 
@@ -167,8 +166,10 @@ def test_claims_tell_checkpoints_from_archives(tmp_path, tiny_tts):
     assert not TorchCheckpointAdapter.claims(str(tmp_path))
     from evalkit.errors import EvalkitError
 
-    with pytest.raises(EvalkitError, match="torch.export archive, which evalkit does not load yet"):
-        resolve(str(exported))
+    # A torch.export archive is the torch-export adapter's (tests/test_adapter_export.py).
+    assert not TorchScriptAdapter.claims(str(exported)) and not TorchCheckpointAdapter.claims(str(exported))
+    with pytest.raises(EvalkitError, match=r"torch.export archive, not TorchScript: .*--adapter torch-export"):
+        TorchScriptAdapter(str(exported))
 
 
 BAD_CHECKPOINTS = {

@@ -40,6 +40,7 @@ BLOCKED = [
     (plugins.ASR, "openai-whisper", "tiktoken", "openai-whisper"),
     (plugins.ADAPTERS, "piper", "piper", "piper"),
     (plugins.ADAPTERS, "torch", "torch", "torch"),
+    (plugins.ADAPTERS, "hf", "transformers", "hf"),
     (plugins.METRICS, "dnsmos", "speechmos", "dnsmos"),
     (plugins.METRICS, "pesq", "pesq", "signal"),
     (plugins.METRICS, "mcd", "pyworld", "signal"),

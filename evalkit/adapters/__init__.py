@@ -6,6 +6,8 @@ With `--adapter NAME|pkg.mod:Name`, that adapter gets MODEL. Otherwise every reg
 
     10 torch        a .pt/.pth/.ckpt checkpoint that names its adapter (key `evalkit` or sidecar yaml)
     20 torchscript  a TorchScript archive
+    21 torch-export a torch.export archive (.pt2)
+    25 hf           hf:NAME[@REVISION], or a folder with a transformers config.json (no wavs)
     30 piper        piper:NAME or a Piper .onnx voice
     40 espeak       espeak:VOICE
     41 cmd          cmd:TEMPLATE

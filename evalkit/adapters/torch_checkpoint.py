@@ -321,8 +321,9 @@ class TorchCheckpointAdapter:
             raise EvalkitError(f"checkpoint not found: {model}")
         kind = archive_kind(path)
         if kind in ("torchscript", "export"):
+            which = "torchscript" if kind == "torchscript" else "torch-export"
             raise EvalkitError(f"{path} is a {'TorchScript' if kind == 'torchscript' else 'torch.export'} archive, "
-                               "not a checkpoint: run it without --adapter (or with --adapter torchscript)")
+                               f"not a checkpoint: run it without --adapter (or with --adapter {which})")
         side, self.sidecar = _read_sidecar(path)
         self.trusted = side.get("trust") is True or os.environ.get(TRUST_ENV) == "1"
         self.digest, state = _load_pinned(path, self.trusted)

@@ -9,8 +9,8 @@ The scripted module's contract:
 
 torch.manual_seed(seed) runs before each utterance, so a module that samples is reproducible.
 Loading runs no Python pickles, but it does run the archive's TorchScript code: load archives
-you would run anyway. torch.export archives (.pt2) are not supported yet: their inputs must be
-tensors and their output lengths fixed, which does not fit text of any length.
+you would run anyway. torch.export archives (.pt2) are the torch-export adapter's
+(evalkit/adapters/torch_export.py): their inputs must be tensors, so text goes in as token ids.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ class TorchScriptAdapter:
 
     @classmethod
     def claims(cls, model: str) -> bool:
-        # .pt2 (torch.export) is claimed only to say clearly that it is not supported yet.
+        # A torch.export archive is the torch-export adapter's, whatever its name ends with.
         p = Path(model)
-        return p.suffix.lower() in SUFFIXES and p.is_file() and archive_kind(p) in ("torchscript", "export")
+        return p.suffix.lower() in SUFFIXES and p.is_file() and archive_kind(p) == "torchscript"
 
     def __init__(self, model: str, device: str = "cpu") -> None:
         import torch
@@ -48,9 +48,8 @@ class TorchScriptAdapter:
             raise EvalkitError(f"TorchScript archive not found: {model}")
         kind = archive_kind(path)
         if kind == "export":
-            raise EvalkitError(f"{path} is a torch.export archive, which evalkit does not load yet; save a TorchScript "
-                               "archive (torch.jit.save(torch.jit.script(model), 'model.pt')) or a checkpoint that "
-                               "names its adapter")
+            raise EvalkitError(f"{path} is a torch.export archive, not TorchScript: run it without --adapter (or with "
+                               "--adapter torch-export)")
         if kind != "torchscript":
             raise EvalkitError(f"{path} is not a TorchScript archive (no code/ or constants.pkl inside)")
         self.digest = sha256_file(path)

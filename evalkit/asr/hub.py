@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cache import sha256_file
 from ..errors import EvalkitError, first_line
 from . import ALLOW_DOWNLOAD_ENV
 
@@ -28,8 +29,8 @@ def cache_root() -> Path:
     return Path(os.path.expandvars(os.path.expanduser(home)), "hub")
 
 
-def fetch_command(repo: str, *, again: bool = False) -> str:
-    """The shell command that puts `repo` into the cache evalkit reads."""
+def fetch_command(repo: str, *, again: bool = False, revision: str | None = None) -> str:
+    """The shell command that puts `repo` (at `revision`, else its main branch) into the cache evalkit reads."""
     import huggingface_hub
 
     try:
@@ -39,16 +40,17 @@ def fetch_command(repo: str, *, again: bool = False) -> str:
     # `hf` replaced huggingface-cli in huggingface_hub 0.34.
     cli = "hf download" if major_minor >= (0, 34) else "huggingface-cli download"
     where = f" --cache-dir {cache_root()}" if cache_root() != _default_root() else ""
-    return f"{cli} {repo}{where}{' --force-download' if again else ''}"
+    return f"{cli} {repo}{f' --revision {revision}' if revision else ''}{where}{' --force-download' if again else ''}"
 
 
 def _default_root() -> Path:
     return Path(os.path.expanduser("~/.cache/huggingface/hub"))
 
 
-def cached(repo: str, patterns: Sequence[str]) -> Path | None:
-    """The snapshot folder of `repo`'s main revision in the cache, or None. Never touches the
-    network. Whether the folder is whole is for the caller to check."""
+def cached(repo: str, patterns: Sequence[str], revision: str | None = None) -> Path | None:
+    """The snapshot folder of `repo`'s main revision (or `revision`: a branch, tag or commit the
+    cache knows) in the cache, or None. Never touches the network. Whether the folder is whole is
+    for the caller to check."""
     from huggingface_hub import errors, snapshot_download
 
     # huggingface_hub 2 refuses a folder its cached file listing finds incomplete; the caller
@@ -56,7 +58,7 @@ def cached(repo: str, patterns: Sequence[str]) -> Path | None:
     incomplete = getattr(errors, "IncompleteSnapshotError", ())
     try:
         return Path(snapshot_download(repo, cache_dir=str(cache_root()), local_files_only=True,
-                                      allow_patterns=list(patterns)))
+                                      allow_patterns=list(patterns), revision=revision))
     except incomplete as exc:
         folder = getattr(exc, "snapshot_path", None)
         return Path(folder) if folder else None
@@ -64,8 +66,8 @@ def cached(repo: str, patterns: Sequence[str]) -> Path | None:
         return None
 
 
-def download(repo: str, patterns: Sequence[str]) -> Path:
-    """Fetch `repo`'s `patterns` into the cache; any failure is one EvalkitError line."""
+def download(repo: str, patterns: Sequence[str], revision: str | None = None) -> Path:
+    """Fetch `repo`'s `patterns` (at `revision`, else main) into the cache; any failure is one EvalkitError line."""
     from huggingface_hub import constants, snapshot_download
 
     from . import DOWNLOAD_TIMEOUT  # read at the call: a test or a script may change it
@@ -77,11 +79,23 @@ def download(repo: str, patterns: Sequence[str]) -> Path:
     try:
         _probe(f"{constants.ENDPOINT}/api/models/{repo}", timeout)
         folder = snapshot_download(repo, cache_dir=str(cache_root()), allow_patterns=list(patterns),
-                                   etag_timeout=timeout)
+                                   etag_timeout=timeout, revision=revision)
     except Exception as exc:  # connection, HTTP, timeout, disk errors all come in their own types
         raise EvalkitError(f"downloading {repo} from the Hugging Face hub failed ({_reason(exc)}); "
-                           f"check the network, or fetch it where there is one: {fetch_command(repo)}") from None
+                           "check the network, or fetch it where there is one: "
+                           f"{fetch_command(repo, revision=revision)}") from None
     return Path(str(folder))
+
+
+def checked_sha256(path: Path) -> tuple[str, str]:
+    """(sha256 of the file, "" or what is wrong with it). A cached LFS file is a link to
+    blobs/<its sha256>: the digest that provenance needs anyway also proves the download whole."""
+    digest = sha256_file(path)
+    published = os.path.basename(os.readlink(path)) if path.is_symlink() else ""
+    if len(published) == 64 and all(c in "0123456789abcdef" for c in published) and published != digest:
+        return digest, (f"{path.name} has sha256 {digest[:12]}..., not the hub's {published[:12]}... "
+                        "(a corrupted or interrupted download)")
+    return digest, ""
 
 
 def _probe(url: str, timeout: float) -> None:
