@@ -18,39 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 STRENGTHS = {1000: 0.0, 2000: 0.05, 3000: 0.3}
-TIMING = {"synth_seconds", "rtf"}  # wall-clock facts, never equal twice
 
-
-def _rows(run_dir: Path) -> dict[str, dict]:
-    rows = {}
-    for line in (run_dir / "utterances.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        rows[row["id"]] = {k: v for k, v in row.items() if k not in TIMING}
-    return rows
-
-
-def _same(a: dict, b: dict) -> bool:
-    def eq(x, y):
-        if isinstance(x, float) and isinstance(y, float):
-            return x == y or (math.isnan(x) and math.isnan(y))
-        return x == y
-    return a.keys() == b.keys() and all(a[k].keys() == b[k].keys() and all(eq(a[k][f], b[k][f]) for f in a[k])
-                                         for k in a)
-
-
-def _timed(cmd: list[str], env: dict) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - t0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep import _rows, _same, _timed  # noqa: E402  (benchmarks/sweep.py: the same comparison of scores)
 
 
 def main() -> None:
