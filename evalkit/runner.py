@@ -211,7 +211,7 @@ def evaluation_key(config: RunConfig, suite: Suite, metrics: list[Metric], asr: 
     every setting that changes a row (not where it is written or logged, nor its step). A sweep
     skips a checkpoint whose key is already logged in the experiment."""
     settings: dict[str, object] = {
-        "model": model_identity(config.model),
+        "model": adapters.identity(config.model, config.adapter) or model_identity(config.model),
         "adapter": config.adapter,
         "suite": suite.digest,
         "asr": dict(asr.describe()).get("settings_digest", config.asr) if asr is not None else None,

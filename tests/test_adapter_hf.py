@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -337,3 +338,18 @@ def test_the_missing_extra_through_a_module_path(monkeypatch, ko_model):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MissingExtra, match=r"transformers is not installed: pip install 'evalkit-tts\[hf\]'"):
         TransformersTTSAdapter(str(ko_model))
+
+
+def test_a_hub_name_is_identified_by_the_revision_the_cache_holds(hub_cache, ko_model):
+    """What a sweep's skip logic hashes for hf:NAME: the commit it resolves to, so a checkpoint
+    pushed to main later is evaluated again, and hf:NAME and hf:NAME@COMMIT are one model."""
+    from evalkit import adapters
+
+    assert adapters.identity(f"hf:{REPO}") is None  # not cached: the spec's text is hashed, the run says why
+    snapshot = put_in_hub(hub_cache, REPO, ko_model)
+    assert adapters.identity(f"hf:{REPO}") == adapters.identity(f"hf:{REPO}@{REV}") == f"hf:{REPO}@{REV}"
+    newer = "f" * 40
+    shutil.copytree(snapshot, snapshot.with_name(newer), symlinks=True)
+    (hub_cache / f"models--{REPO.replace('/', '--')}" / "refs" / "main").write_text(newer)
+    assert adapters.identity(f"hf:{REPO}") == f"hf:{REPO}@{newer}"
+    assert adapters.identity(str(ko_model)) is None  # a folder: its files are hashed by the runner

@@ -33,6 +33,21 @@ def ordered(unmet_too: bool = False) -> list[tuple[str, plugins.PluginClass, str
     return sorted(found, key=lambda t: (getattr(t[1], "priority", DEFAULT_PRIORITY), t[0]))
 
 
+def identity(model: str, adapter: str | None = None) -> str | None:
+    """What the model's content is, without loading it, from the adapter that would load it, when
+    that adapter can tell better than the spec's text (an optional classmethod `identity`: hf:NAME
+    names whichever revision the cache holds). None: the caller hashes the file, folder or spec."""
+    try:
+        if adapter:
+            cls = plugins.load(plugins.ADAPTERS, adapter)
+        else:
+            cls = next((c for n, c, _ in ordered() if c.claims(model)), None)
+        tell = getattr(cls, "identity", None)
+        return tell(model) if callable(tell) else None
+    except EvalkitError:
+        return None  # the adapter says what is wrong when it loads the model
+
+
 def resolve(model: str, adapter: str | None = None, device: str = "cpu") -> TTSAdapter:
     if adapter:
         cls = plugins.load(plugins.ADAPTERS, adapter)

@@ -153,6 +153,18 @@ class TransformersTTSAdapter:
         return (folder.is_dir() and read_config(folder) is not None
                 and not any(p.is_file() for p in folder.glob("*.wav")))
 
+    @classmethod
+    def identity(cls, model: str) -> str | None:
+        """hf:NAME as the commit the cache resolves it to (main moves; a sweep must not skip a new
+        revision as already evaluated); a folder: None, its files are hashed."""
+        if not model.startswith(PREFIX):
+            return None
+        repo, revision = parse_spec(model)
+        from ..asr import hub
+
+        folder = hub.cached(repo, ["config.json"], revision)
+        return f"{PREFIX}{repo}@{folder.name}" if folder is not None else None
+
     def __init__(self, model: str, device: str = "cpu") -> None:
         if not _importable("transformers"):  # before anything slow: the one line that says what to install
             raise MissingExtra("transformers", "hf")
