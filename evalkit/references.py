@@ -27,8 +27,13 @@ from .untrusted import is_run_id
 
 @dataclass(frozen=True)
 class References:
-    source: str  # where they came from, for provenance
+    kind: str  # where they came from, for provenance: suite | folder | mlflow
+    location: str  # the suite's name, the folder's absolute path, the MLflow run id
     paths: Mapping[str, Path]  # utterance id -> wav
+
+    @property
+    def source(self) -> str:
+        return f"{self.kind}:{self.location}"
 
     @property
     def digest(self) -> str:
@@ -46,27 +51,27 @@ def reference_digest(paths: Mapping[str, Path]) -> str:
 
 def from_suite(suite: Suite) -> References | None:
     paths = {u.id: u.reference for u in suite.utterances if u.reference is not None}
-    return References(f"suite:{suite.name}", paths) if paths else None
+    return References("suite", suite.name, paths) if paths else None
 
 
 def resolve(spec: str, suite: Suite, tracking_uri: str) -> References:
     folder = Path(spec)
     if folder.is_dir():
         audio = folder / "audio" if (folder / "summary.json").is_file() else folder
-        return _from_folder(audio, suite, f"folder:{folder.resolve()}")
+        return _from_folder(audio, suite, "folder", str(folder.resolve()))
     if is_run_id(spec):
         return _from_mlflow(spec, suite, tracking_uri)
     raise EvalkitError(f"--reference-run {spec!r} is neither a folder nor a run id (MLflow's or summary.json's)")
 
 
-def _from_folder(folder: Path, suite: Suite, source: str) -> References:
+def _from_folder(folder: Path, suite: Suite, kind: str, location: str) -> References:
     paths = {u.id: folder / f"{u.id}.wav" for u in suite.utterances if (folder / f"{u.id}.wav").is_file()}
     if not paths:
         raise EvalkitError(f"{folder} holds no <utterance id>.wav for any utterance of suite {suite.name}")
-    return References(source, paths)
+    return References(kind, location, paths)
 
 
 def _from_mlflow(run_id: str, suite: Suite, uri: str) -> References:
     # Recorded by its MLflow run id: runs.reference_paths finds the audio in the same cache.
     mlflow_run_id, dest = tracking.fetch_run(uri, run_id, ["audio"])
-    return _from_folder(dest / "audio", suite, f"mlflow:{mlflow_run_id}")
+    return _from_folder(dest / "audio", suite, "mlflow", mlflow_run_id)

@@ -568,8 +568,7 @@ def _summary(config, suite, adapter_name, model_info, asr_info, metrics, device,
 def _reference_info(refs) -> record.ReferenceInfo:
     if refs is None:
         return record.ReferenceInfo()
-    kind, _, location = refs.source.partition(":")
-    return record.ReferenceInfo(kind, location, refs.digest)
+    return record.ReferenceInfo(refs.kind, refs.location, refs.digest)
 
 
 def _git_sha() -> str:

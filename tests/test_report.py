@@ -273,7 +273,7 @@ def test_report_escapes_text_and_keeps_korean(tmp_path):
     (tmp_path / "refs").mkdir()  # a --reference-run folder: its clip is played as the reference
     soundfile.write(tmp_path / "refs" / "ko-1.wav", np.zeros(800, dtype=np.float32), 16000)
     # ... because it is what the run was scored against: the digest the run recorded.
-    digest = References("", {"ko-1": tmp_path / "refs" / "ko-1.wav"}).digest
+    digest = References("folder", "", {"ko-1": tmp_path / "refs" / "ko-1.wav"}).digest
     cand = dataclasses.replace(cand, summary=dataclasses.replace(
         cand.summary, reference=ReferenceInfo("folder", str(tmp_path / "refs"), digest)))
     result = compare.compare(cand, base)
