@@ -97,6 +97,17 @@ def run(
     if resume is not None:
         if model or suite:
             raise EvalkitError("--resume takes its suite and model from the run folder: give neither")
+        # Everything else comes from the folder too: an option given here would be silently ignored.
+        given = [flag for flag, value, default in (
+            ("--adapter", adapter, None), ("--asr", asr, "faster-whisper:base"), ("--metrics", metrics, None),
+            ("--device", device, "auto"), ("--tracking-uri", tracking_uri, None), ("--experiment", experiment, None),
+            ("--out", out_dir, None), ("--limit", limit, None), ("--tag", tag, []),
+            ("--reference-run", reference_run, None), ("--workers", workers, None),
+            ("--metric-option", metric_option, []), ("--step", step, None), ("--asr-option", asr_option, []))
+            if value != default]
+        if given:
+            raise EvalkitError(f"--resume finishes the run with the configuration it started with: drop "
+                               f"{', '.join(given)} (or start a new run with them)")
         with _progress() as p:
             result = resume_eval(resume, p)
         _report(result)

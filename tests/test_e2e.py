@@ -165,6 +165,9 @@ def test_sync_uploads_a_run_that_could_not_be_logged(tmp_path, sqlite_uri, capsy
     (["run", "--suite", "ko-base", "espeak:ko", "--asr", "openai-whisper:large-v3"], "not available offline"),
     (["run", "--suite", "ko-base", "espeak:ko", "--asr", "nemo"], "unknown asr 'nemo'"),
     (["run", "--suite", "ko-base"], "needs --suite NAME and a MODEL"),
+    # The folder's configuration is the run's: an option that would be ignored is refused instead.
+    (["run", "--resume", "somewhere", "--metric-option", "f0.f0_method=dio", "--limit", "2"],
+     "drop --limit, --metric-option"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     proc = run_cli(*args, cwd=tmp_path)
