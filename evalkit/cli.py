@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, allocator, plugins, record, tracking
+from . import __version__, allocator, plugins, record, trace, tracking
 from . import progress as progress_mod
 from . import suite as suite_mod
 from .console import err, out
@@ -83,14 +83,21 @@ def run(
         False, "--allow-download",
         help="Let --asr and an hf: MODEL download a model that is not in the local caches (sets "
              "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
+    trace_file: Path | None = typer.Option(
+        None, "--trace", envvar="EVALKIT_TRACE",
+        help="Write a Chrome/Perfetto trace of every stage (per chunk, thread and worker process) to this "
+             "file; open it in ui.perfetto.dev or chrome://tracing. Also $EVALKIT_TRACE.", metavar="FILE"),
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
     Re-running the same command with the same --out resumes an interrupted run."""
-    from .metric_loading import parse_options as parse_metric_options
-    from .runner import RunConfig
-    from .runner import resume as resume_eval
-    from .runner import run as run_eval
+    if trace_file is not None:  # first, so a bad path fails before any work; main() writes the file
+        trace.start(trace_file, startup=True)
+    with trace.span("import evalkit.runner and what it imports", "startup"):
+        from .metric_loading import parse_options as parse_metric_options
+        from .runner import RunConfig
+        from .runner import resume as resume_eval
+        from .runner import run as run_eval
 
     if allow_download:
         _allow_download()
@@ -228,16 +235,24 @@ def sweep(
     ray_gpus_per_actor: float | None = typer.Option(None, help="With --executor ray: GPUs each actor holds "
                                                               "(default: 1 with --device cuda, else none).",
                                                     metavar="N"),
+    trace_file: Path | None = typer.Option(
+        None, "--trace", envvar="EVALKIT_TRACE",
+        help="Write a Chrome/Perfetto trace of every stage of every evaluation to this file (with --executor ray: "
+             "this process only); open it in ui.perfetto.dev or chrome://tracing. Also $EVALKIT_TRACE.",
+        metavar="FILE"),
 ) -> None:
     """Evaluate every checkpoint of a training run on one or more suites, as curves over the step.
 
     Each (checkpoint, suite) is one MLflow run, a child of the sweep's parent run, which holds every
     aggregate at MLflow step = training step (`SUITE/cer/mean`, ...). Whisper and the metrics load
     once. A (checkpoint, suite, settings) already evaluated in the experiment is skipped."""
-    from .metric_loading import parse_options as parse_metric_options
-    from .runner import RunConfig
-    from .sweep import SweepConfig
-    from .sweep import sweep as run_sweep
+    if trace_file is not None:  # first, so a bad path fails before any work; main() writes the file
+        trace.start(trace_file, startup=True)
+    with trace.span("import evalkit.runner, evalkit.sweep and what they import", "startup"):
+        from .metric_loading import parse_options as parse_metric_options
+        from .runner import RunConfig
+        from .sweep import SweepConfig
+        from .sweep import sweep as run_sweep
 
     if allow_download:
         _allow_download()
@@ -665,6 +680,18 @@ def main() -> None:
         err.print(f"error: unexpected {first_line(exc, typed=True)} (set EVALKIT_DEBUG=1 for the traceback)",
                   markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
+    finally:
+        _write_trace()
+
+
+def _write_trace() -> None:
+    """--trace: the file is written however the command ended (an interrupted run's trace shows where
+    it stopped). A trace that cannot be written is reported, and changes no exit code."""
+    try:
+        trace.stop()
+    except OSError as exc:
+        err.print(f"warning: the --trace file could not be written ({exc.strerror or exc})",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _terminate(signum, frame) -> None:

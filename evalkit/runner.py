@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from . import (
@@ -23,6 +24,7 @@ from . import (
     record,
     references,
     textnorm,
+    trace,
     tracking,
 )
 from . import aggregate as aggregate_mod
@@ -110,17 +112,22 @@ def load_metrics(names: tuple[str, ...] | None, have_references: bool, have_prom
     evalkit.protocols.Metric gets its defaults here), and a run whose options name no metric of
     it, or whose metrics' keys collide with each other or with evalkit's columns, is refused."""
     options = options or {}
+
+    def construct(name: str, cls) -> Metric:
+        with trace.span(f"construct metric {name}", "load"):
+            return metric_loading.construct(name, cls, options.get(name, {}))
+
     if names is None:
-        found = [(n, metric_loading.construct(n, cls, options.get(n, {})))
-                 for n, cls, _ in plugins.load_all(plugins.METRICS)]
+        with trace.span("import metric plug-ins", "load"):
+            installed = plugins.load_all(plugins.METRICS)
+        found = [(n, construct(n, cls)) for n, cls, _ in installed]
         loaded = [(n, m) for n, m in found if not m.needs_reference or have_references
                   or (have_prompts and m.accepts_speaker_prompt)]
         # Transcript metrics first: "is the pronunciation clear" is the headline of a TTS run, and
         # the order is the summary's, where a report finds the headline key it ranks by.
         loaded.sort(key=lambda nm: not nm[1].needs_transcript)
     else:
-        loaded = [(n, metric_loading.construct(n, plugins.load(plugins.METRICS, n), options.get(n, {})))
-                  for n in dict.fromkeys(names)]
+        loaded = [(n, construct(n, plugins.load(plugins.METRICS, n))) for n in dict.fromkeys(names)]
     return metric_loading.checked(loaded, options)
 
 
@@ -189,20 +196,25 @@ def prepare(config: RunConfig, shared: Shared | None = None) -> Prepared:
         return load_metrics(config.metrics, refs is not None, prompts, config.metric_options)
 
     metrics_key = json.dumps([config.metrics, refs is not None, prompts, config.metric_options], sort_keys=True)
-    metrics = shared.metrics(metrics_key, make) if shared is not None else make()
-    device = resolve_device(config.device)
+    with trace.span("load metrics", "load"):
+        metrics = shared.metrics(metrics_key, make) if shared is not None else make()
+    with trace.span("resolve device", "load"):
+        device = resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
     recorded, source = _recorded(Path(config.audio_from), suite) if config.audio_from else (None, None)
-    asr = (asr_mod.resolve(config.asr, device, pipeline.whisper_threads(metrics, config.workers, recorded is not None),
-                           config.asr_options)
-           if any(m.needs_transcript for m in metrics) else None)
+    with trace.span("resolve ASR (its weights load on first use)", "load"):
+        asr = (asr_mod.resolve(config.asr, device,
+                               pipeline.whisper_threads(metrics, config.workers, recorded is not None),
+                               config.asr_options)
+               if any(m.needs_transcript for m in metrics) else None)
     languages = getattr(asr, "languages", None)
     if languages is not None and suite.language not in languages:
         raise EvalkitError(f"--asr {config.asr} does not transcribe {suite.language!r}, the language of suite "
                            f"{suite.name}; choose a model that does (a multilingual Whisper)")
     key = evaluation_key(config, suite, metrics, asr, device, refs) if recorded is None else ""
-    return Prepared(config, suite, uri, experiment, refs, metrics, device, asr, _preflight(uri), recorded, source,
-                    key)
+    with trace.span("check the MLflow store is reachable", "tracking"):
+        problem = _preflight(uri)
+    return Prepared(config, suite, uri, experiment, refs, metrics, device, asr, problem, recorded, source, key)
 
 
 def evaluation_key(config: RunConfig, suite: Suite, metrics: list[Metric], asr: ASRBackend | None, device: str,
@@ -249,7 +261,10 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     `prepare`) skips resolving again; `shared` reuses loaded metrics and their workers; the MLflow
     run is a child of `parent_run_id` when given (a sweep's). `log=False` writes the folder and
     logs nothing: its caller logs it (a Ray worker's driver, evalkit.sweep_ray)."""
-    p = prepared or prepare(config, shared)
+    if prepared is None:
+        with trace.span("prepare: suite, references, metrics, device, ASR", "load", model=config.model):
+            prepared = prepare(config, shared)
+    p = prepared
     config, suite, uri, experiment, refs, metrics = p.config, p.suite, p.uri, p.experiment, p.refs, p.metrics
     device, asr, recorded, source, tracking_problem = p.device, p.asr, p.recorded, p.source, p.tracking_problem
 
@@ -260,20 +275,26 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     saved = [len(previous)]  # rows safely on disk, counted here: the log itself may be what failed
 
     def save(rows: list) -> None:
-        record.append_rows(out_dir, rows)
+        with trace.span(f"write {record.PROGRESS}", "write", rows=len(rows)):
+            record.append_rows(out_dir, rows)
         saved[0] += len(rows)
 
-    adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
+    # MLflow's imports take seconds: made while the main thread only waits for the last metrics
+    preload = partial(tracking.preload, uri) if log and not tracking_problem else None
+    with trace.span("load the TTS adapter", "load", model=config.model):
+        adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
     try:
-        _prepare_out(out_dir)
-        record.write_run(out_dir, {"config": _config_dict(config), "suite_digest": suite.digest})
-        evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress,
-                                       refs.paths if refs else None,
-                                       on_rows=save,
-                                       skip=frozenset(r.utterance_id for r in previous),
-                                       workers=config.workers, recorded=recorded,
-                                       pool=shared.pool(metrics, config.workers) if shared and adapter else None,
-                                       seed=config.seed)
+        with trace.span(f"write {record.RUN}", "write"):
+            _prepare_out(out_dir)
+            record.write_run(out_dir, {"config": _config_dict(config), "suite_digest": suite.digest})
+        with trace.span("evaluate", "evaluate", suite=suite.name, model=config.model):
+            evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress,
+                                           refs.paths if refs else None,
+                                           on_rows=save,
+                                           skip=frozenset(r.utterance_id for r in previous),
+                                           workers=config.workers, recorded=recorded,
+                                           pool=shared.pool(metrics, config.workers) if shared and adapter else None,
+                                           seed=config.seed, idle=preload)
         if adapter is not None:
             model_info, adapter_name = dict(adapter.describe()), adapter.name
         else:
@@ -306,8 +327,9 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
                        started, finished, uri, experiment, refs, extra_tags,
                        cache=dataclasses.asdict(evaluation.counts), resumed=len(previous), broken=broken)
     try:
-        record.write(out_dir, summary, rows)
-        record.finish(out_dir)
+        with trace.span("write results (utterances.jsonl, .csv, summary.json)", "write"):
+            record.write(out_dir, summary, rows)
+            record.finish(out_dir)
     except OSError as exc:
         raise EvalkitError(f"cannot write the results to {out_dir} ({exc.strerror or exc}); every utterance "
                            f"is saved: fix that and finish with: evalkit run --resume {out_dir}") from None
@@ -316,7 +338,8 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     try:
         if tracking_problem:
             raise tracking_problem
-        mlflow_run_id = tracking.log_run(out_dir, uri, experiment, parent_run_id)
+        with trace.span("MLflow: log the run", "tracking"):
+            mlflow_run_id = tracking.log_run(out_dir, uri, experiment, parent_run_id)
         summary = dataclasses.replace(summary, tracking=record.TrackingInfo(uri, experiment, mlflow_run_id))
         tracking_error = None
     except EvalkitError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from . import stages
+from . import stages, trace
 from . import workers as workers_mod
 from .isolation import chunks, compute_scores
 from .progress import Progress
@@ -59,7 +59,7 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
              on_rows: Callable[[list[Row]], None] | None = None,
              skip: frozenset[str] = frozenset(), workers: int | None = None,
              recorded: Recorded | None = None, pool: workers_mod.MetricPool | None = None,
-             seed: int = 0) -> Evaluation:
+             seed: int = 0, idle: Callable[[], None] | None = None) -> Evaluation:
     """Evaluate every utterance of `suite` not in `skip`; finished rows go to `on_rows` chunk by chunk.
 
     Audio-only metrics that are process-safe score in `workers` worker processes (default: one
@@ -68,7 +68,9 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
     through it (`declared`). The ASR backend is used as given: its threads are decided when it is
     built (`whisper_threads`). A `pool` given (a sweep's, whose workers keep their loaded
     metrics from one checkpoint to the next) is used instead of starting one, and left running. `seed`
-    goes with every synthesis request (SynthesisRequest.seed)."""
+    goes with every synthesis request (SynthesisRequest.seed). `idle` is called once, when this
+    thread has nothing left to do but wait for the last chunk's pooled metrics (the runner imports
+    MLflow there)."""
     progress = progress or Progress()
     metrics = [declared(m) for m in metrics]
     audio_dir = out_dir / "audio"
@@ -99,8 +101,13 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
     else:
         raise ValueError("evaluate needs an adapter or a recorded run")
 
+    def produce(chunk: list[State]) -> None:  # what the synthesis thread runs, a span per chunk
+        with trace.span(f"{made} chunk", "synthesis", n=len(chunk)):
+            make(chunk)
+
     def finish(chunk: list[State], pooled_work: PooledScoring) -> None:
-        pooled_work.finish(counts)
+        with trace.span("collect pooled metrics", "metric", n=len(chunk)):
+            pooled_work.finish(counts)
         done = [s.row() for s in chunk]
         for s in chunk:  # the clip is on disk; keep memory flat over long suites
             s.release()
@@ -116,31 +123,40 @@ def evaluate(suite: Suite, adapter: TTSAdapter | None, asr: ASRBackend | None, m
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-synth") as synth:
             if chunk_list:
-                ahead = synth.submit(make, chunk_list[0])
+                ahead = synth.submit(produce, chunk_list[0])
             for i, chunk in enumerate(chunk_list):
-                ahead.result()
-                if i + 1 < len(chunk_list):  # the next chunk synthesizes while this one is scored
-                    ahead = synth.submit(make, chunk_list[i + 1])
-                alive = [s for s in chunk if s.failure is None]
                 span = f"{chunk[0].utterance.id}..{chunk[-1].utterance.id}" if len(chunk) > 1 else chunk[0].utterance.id
-                if needs_references:
-                    stages.load_references(alive, references or {})
-                pooled_work = PooledScoring.plan(alive, pooled, suite.language, counts)
-                pooled_work.start(pool)
-                if transcriber is not None:
-                    progress.doing(f"transcribing {span}" + ("" if i else " (the ASR model loads on first use)"))
-                    stages.transcribe(alive, transcriber, suite.language, counts)
-                for metric in local:
-                    progress.doing(f"scoring {span}: {metric.name}")
-                    stages.score(alive, metric, suite.language, counts)
-                if previous is not None:
-                    finish(*previous)
-                    previous = None
-                if pooled_work.in_flight:  # finished after the next chunk's transcription
-                    previous = (chunk, pooled_work)
-                else:
-                    finish(chunk, pooled_work)
+                with trace.span(f"chunk {i}", "chunk", utterances=span):
+                    with trace.span("wait for synthesis", "wait"):  # the main thread idles here
+                        ahead.result()
+                    if i + 1 < len(chunk_list):  # the next chunk synthesizes while this one is scored
+                        ahead = synth.submit(produce, chunk_list[i + 1])
+                    alive = [s for s in chunk if s.failure is None]
+                    if needs_references:
+                        with trace.span("load references", "read"):
+                            stages.load_references(alive, references or {})
+                    with trace.span("plan pooled metrics (cache, inputs)", "metric"):
+                        pooled_work = PooledScoring.plan(alive, pooled, suite.language, counts)
+                    pooled_work.start(pool)
+                    if transcriber is not None:
+                        progress.doing(f"transcribing {span}" + ("" if i else " (the ASR model loads on first use)"))
+                        with trace.span("transcribe", "asr", n=len(alive)):
+                            stages.transcribe(alive, transcriber, suite.language, counts)
+                    for metric in local:
+                        progress.doing(f"scoring {span}: {metric.name}")
+                        with trace.span(f"metric {metric.name}", "metric", n=len(alive)):
+                            stages.score(alive, metric, suite.language, counts)
+                    if previous is not None:
+                        finish(*previous)
+                        previous = None
+                    if pooled_work.in_flight:  # finished after the next chunk's transcription
+                        previous = (chunk, pooled_work)
+                    else:
+                        finish(chunk, pooled_work)
             if previous is not None:
+                if idle is not None:
+                    with trace.span("while the workers finish", "idle"):
+                        idle()
                 finish(*previous)
         interrupted = False
     finally:
@@ -169,10 +185,13 @@ class PooledScoring:
 
     def start(self, pool: workers_mod.MetricPool | None) -> None:
         if self.jobs and pool is not None and pool.usable:
-            self.pool, self.parts = pool, pool.submit(self.jobs)
+            with trace.span("submit to the metric workers (spawned on first use)", "metric"):
+                self.pool, self.parts = pool, pool.submit(self.jobs)
         if self.parts is None:  # no pool, or it is broken: score here, now
-            self.outcomes = [compute_scores(w.metric, items)
-                             for w, (_, items) in zip(self.work, self.jobs, strict=True)]
+            self.outcomes = []
+            for w, (_, items) in zip(self.work, self.jobs, strict=True):
+                with trace.span(f"metric {w.metric.name}", "metric", n=len(items)):
+                    self.outcomes.append(compute_scores(w.metric, items))
 
     @property
     def in_flight(self) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import audio as audio_mod
 from . import cache as cache_mod
-from . import record, textnorm
+from . import record, textnorm, trace
 from .errors import EvalkitError
 from .isolation import chunks, compute_scores, isolated, one_each, one_line
 from .protocols import ASRBackend, Metric, TTSAdapter
@@ -66,7 +66,8 @@ class State:
             clip = self.clip(which)
             if clip is None:
                 raise ValueError(f"{self.utterance.id} has no {which} clip (released, or never loaded)")
-            self._resampled[(which, sample_rate)] = audio_mod.resample(clip, sample_rate)
+            with trace.span(f"resample to {sample_rate} Hz", "resample", utterance=self.utterance.id, clip=which):
+                self._resampled[(which, sample_rate)] = audio_mod.resample(clip, sample_rate)
         return self._resampled[(which, sample_rate)]
 
     def reference_for(self, metric: Metric) -> Clip | None:
@@ -134,11 +135,14 @@ def synthesize(states: list[State], adapter: TTSAdapter, language: str, audio_di
     for batch in chunks(states, size):
         requests = [SynthesisRequest(s.utterance.id, s.utterance.text, language, s.utterance.speaker, seed)
                     for s in batch]
-        for s, outcome in zip(batch, isolated(timed, requests), strict=True):
-            if isinstance(outcome, BaseException):
-                s.failure = f"synthesis failed: {one_line(outcome)}"
-            else:
-                _accept_audio(s, *outcome, audio_dir)
+        with trace.span("synthesize", "synthesis", utterances=",".join(r.utterance_id for r in requests)):
+            outcomes = isolated(timed, requests)
+        with trace.span("check and write clips", "write", n=len(batch)):
+            for s, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    s.failure = f"synthesis failed: {one_line(outcome)}"
+                else:
+                    _accept_audio(s, *outcome, audio_dir)
         if done is not None:
             done(len(batch))
 
@@ -235,7 +239,9 @@ def transcribe(states: list[State], asr: ASRBackend, language: str, counts: Coun
             todo.append(s)
     for batch in chunks(todo, ASR_BATCH):
         clips = [s.audio_at(ASR_SAMPLE_RATE) for s in batch]
-        for s, outcome in zip(batch, isolated(one_each(lambda a: asr.transcribe(a, language)), clips), strict=True):
+        with trace.span("ASR", "asr", engine=getattr(asr, "name", "?"), n=len(clips)):
+            outcomes = isolated(one_each(lambda a: asr.transcribe(a, language)), clips)
+        for s, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 s.notes.append(f"asr failed: {one_line(outcome)}")
                 continue

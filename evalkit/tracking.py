@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from . import record
+from . import record, trace
 from .aggregate import tag_key
 from .cache import cache_dir
 from .errors import EvalkitError, TrackingError, first_line
@@ -137,7 +137,7 @@ def client(uri: str):
     configure_environment()  # before mlflow is imported: it reads telemetry settings then
     uri = adopt_credentials(uri)
     check_reachable(uri)
-    with calling("cannot open the MLflow store", uri):
+    with calling("cannot open the MLflow store", uri), trace.span("MLflow: import, open the store", "tracking"):
         from mlflow.tracking import MlflowClient
 
         # MLflow announces schema creation and migrations at INFO on every new store: noise here.
@@ -150,6 +150,17 @@ def client(uri: str):
             db = Path(uri[len("sqlite:///"):])
             SqlAlchemyStore(uri, (db.parent / "mlartifacts").resolve().as_uri())
         return MlflowClient(tracking_uri=uri)
+
+
+def preload(uri: str) -> None:
+    """Import what `client(uri)` will import (seconds on a small machine), touching no store: the
+    pipeline calls this while its main thread would only wait for the last metric workers, so the
+    imports leave the end of the run. Any failure is left for `client` to report."""
+    configure_environment()
+    with contextlib.suppress(Exception):
+        import mlflow.tracking  # noqa: F401
+        if uri.startswith("sqlite:///"):
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 # --- error translation ---------------------------------------------------------------------
@@ -227,7 +238,11 @@ def log_run(out_dir: Path, uri: str, experiment: str, parent_run_id: str | None 
     _own_files_only(out_dir)
     summary, rows = record.load(out_dir)
     with calling("cannot log the run to MLflow", uri, TrackingError):
-        run_id = find_logged(uri, summary.run_id) or _log(out_dir, summary, rows, uri, experiment, parent_run_id)
+        with trace.span("MLflow: is it logged already", "tracking"):
+            run_id = find_logged(uri, summary.run_id)
+        if not run_id:
+            with trace.span("MLflow: log params, metrics, tables, artifacts", "tracking"):
+                run_id = _log(out_dir, summary, rows, uri, experiment, parent_run_id)
     record.write_summary(out_dir, dataclasses.replace(summary, tracking=record.TrackingInfo(uri, experiment, run_id)))
     return run_id
 

@@ -25,7 +25,7 @@ from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
-from . import allocator
+from . import allocator, trace
 from .isolation import compute_scores, one_line
 from .protocols import Metric
 from .types import Score, ScoringItem
@@ -79,7 +79,8 @@ class MetricPool:
         whose future yields each job's outcomes at those positions. None: the pool is broken,
         score them here."""
         if self._pool is None:
-            # spawn: the main process holds CTranslate2 and ONNX thread pools that fork would copy half-alive
+            # spawn: the main process holds CTranslate2 and ONNX thread pools that fork would copy half-alive.
+            # Workers spawned now inherit $EVALKIT_TRACE (evalkit.trace) and trace themselves.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                              initializer=_init, initargs=(self._blob,))
         longest = max(len(items) for _, items in jobs)
@@ -100,7 +101,9 @@ class MetricPool:
         out: list[list[Outcome]] = [[""] * len(items) for _, items in jobs]
         for positions, future, pool in parts:
             try:
-                results = future.result()
+                with trace.span("wait for a metric worker", "wait"):
+                    results, spans = future.result()
+                trace.adopt(spans)  # the worker's own spans, recorded in its process
             except (BrokenProcessPool, CancelledError) as exc:
                 self._died(pool)
                 results = self._failed(jobs, positions, f"metric worker died: {one_line(exc)}")
@@ -133,12 +136,14 @@ class MetricPool:
 
 def _init(blob: bytes) -> None:
     global _in_worker, _metrics
+    trace.worker_start()
     allocator.keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the main process, which stops us
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _in_worker = True
-    _metrics = pickle.loads(blob)
+    with trace.span("load metrics (unpickle, imports)", "load"):
+        _metrics = pickle.loads(blob)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -149,5 +154,10 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _score(jobs: list[Job]) -> list[list[Outcome]]:
-    return [compute_scores(_metrics[i], items) if items else [] for i, items in jobs]
+def _score(jobs: list[Job]) -> tuple[list[list[Outcome]], list[dict]]:
+    """Each job's outcomes, and this worker's trace spans since its last answer (none untraced)."""
+    out = []
+    for i, items in jobs:
+        with trace.span(f"metric {_metrics[i].name}", "metric", n=len(items)):
+            out.append(compute_scores(_metrics[i], items) if items else [])
+    return out, trace.drain()

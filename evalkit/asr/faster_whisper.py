@@ -27,6 +27,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .. import trace
 from ..cache import blocks, cache_dir, sha256_file
 from ..errors import EvalkitError, MissingExtra
 from ..textnorm import LANGUAGES, WHISPER_LANGUAGES
@@ -280,13 +281,15 @@ class FasterWhisperASR:
     @property
     def model(self):
         if self._model is None:  # loaded on first use: a fully cached run never pays for it
-            from faster_whisper import WhisperModel
+            with trace.span("import faster_whisper", "load"):
+                from faster_whisper import WhisperModel
 
             # CTranslate2's default is 4 threads whatever the machine: on 2 cores that oversubscribes
             # (20 clips: 19.0 s, against 16.4 s with 2). The thread count never changes a transcript
             # (tests/test_workers.py).
-            self._model = WhisperModel(str(self.folder), device=self.device, compute_type=self.compute_type,
-                                       cpu_threads=self.threads or cores())
+            with trace.span("load Whisper", "load", model=self.model_name, threads=self.threads or cores()):
+                self._model = WhisperModel(str(self.folder), device=self.device, compute_type=self.compute_type,
+                                           cpu_threads=self.threads or cores())
         return self._model
 
     @property
@@ -305,8 +308,12 @@ class FasterWhisperASR:
         for a in audio:
             if a.sample_rate != SAMPLE_RATE:
                 raise ValueError(f"faster-whisper needs {SAMPLE_RATE} Hz audio, got {a.sample_rate}")
-            segments, _info = self.model.transcribe(a.samples, language=language, **self.decode)
-            text = "".join(seg.text for seg in segments).strip()
+            model = self.model
+            # transcribe() computes the log-mel features; the encoder and decoder run as the segments are read
+            with trace.span("Whisper features", "asr", seconds=round(a.duration, 2)):
+                segments, _info = model.transcribe(a.samples, language=language, **self.decode)
+            with trace.span("Whisper encode+decode", "asr", seconds=round(a.duration, 2)):
+                text = "".join(seg.text for seg in segments).strip()
             out.append(Transcript(text=text, language=language))
         return out
 
