@@ -141,6 +141,9 @@ def test_a_bad_trace_path_is_one_line_before_any_work(tmp_path, capsys, where, c
 def test_the_trace_of_a_real_run(tmp_path, sqlite_uri, capsys, asr, monkeypatch):
     # The session's Whisper is the one with the backend's default threads (threads never change a transcript).
     monkeypatch.setattr(pipeline, "whisper_threads", lambda *a, **k: None)
+    # An empty cache of transcripts and values: earlier tests of the session scored these very clips,
+    # and a cached run never transcribes, resamples or scores (the spans below would be missing).
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "trace.json"
     began = time.time_ns() // 1000
     code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "espeak:en-us", "--limit", "2",
