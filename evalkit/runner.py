@@ -234,6 +234,8 @@ def evaluation_key(config: RunConfig, suite: Suite, metrics: list[Metric], asr: 
     }
     if config.seed:  # only when set: the keys of every earlier run stay what they were
         settings["seed"] = config.seed
+    if config.limit is not None:  # the digest is the whole suite's; a --limit run scores fewer rows
+        settings["limit"] = config.limit
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -226,8 +226,11 @@ def default_name(models: tuple[str, ...]) -> str:
     """The sweep's name when none is given: the folder its checkpoints are in."""
     first = Path(models[0]) if models else Path("sweep")
     folder = first if first.is_dir() else first.parent
-    name = re.sub(r"[^\w.-]+", "-", folder.resolve().name if str(folder) not in ("", ".") else Path.cwd().name)
-    return name.strip("-.") or "sweep"
+    # check_name's alphabet (ASCII letters, digits, . _ -, starting with a letter or digit, at most
+    # 128): a default the user never typed must not be refused (체크포인트/ gives "sweep").
+    raw = folder.resolve().name if str(folder) not in ("", ".") else Path.cwd().name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
+    return re.sub(r"^[^A-Za-z0-9]+", "", name)[:128].rstrip("-.") or "sweep"
 
 
 # --- the record of a sweep -----------------------------------------------------------------
@@ -273,9 +276,16 @@ class _State:
     held: dict[str, set[int]] = field(default_factory=dict)
     tracking_error: str | None = None
     evaluated: int = 0
+    suite_names: dict[str, str] = field(default_factory=dict)  # --suite as given -> the suite's own name
 
     def save(self, finished: float | None = None) -> None:
-        _write(self.out_dir, self.sweep_id, self.started, finished, self.config.suites, self.parent, self.entries)
+        try:
+            _write(self.out_dir, self.sweep_id, self.started, finished, self.config.suites, self.parent,
+                   self.entries)
+        except OSError as exc:
+            raise EvalkitError(f"cannot write {self.out_dir / SWEEP_FILE} ({exc.strerror or exc}); every finished "
+                               f"run folder is kept: fix that and finish with the same evalkit sweep command and "
+                               f"--out {self.out_dir}") from None
 
     def tracking_failed(self, exc: EvalkitError) -> None:
         if self.tracking_error is None:
@@ -294,6 +304,8 @@ def sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pro
     from . import sweep_ray  # ray itself is imported there, only now
 
     with sweep_ray.connect(config, say) as cluster:
+        # Keys and the actors' runs use the device the cluster has (the driver computes keys with it).
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, device=cluster.device))
         return _sweep(config, progress, say, cluster)
 
 
@@ -333,7 +345,7 @@ def _sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pr
         raise EvalkitError(f"two --suite options name the same suite ({', '.join(suite_names.values())})")
     first = next(iter(prepared.values()))
     experiment = config.run.experiment or (f"evalkit-{first.suite.name}" if len(prepared) == 1 else "evalkit-sweeps")
-    state = _State(config, name, out_dir, first.uri, experiment, say, progress, shared)
+    state = _State(config, name, out_dir, first.uri, experiment, say, progress, shared, suite_names=suite_names)
     state.entries = previous
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,7 +371,9 @@ def _sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pr
             cluster.run(state, found)
         else:
             for i, c in enumerate(found, 1):
-                if _evaluate(state, c, position=f"[{i}/{len(found)}] ") and _enough(state, c):
+                counted = _evaluate(state, c, position=f"[{i}/{len(found)}] ")
+                # --until holds whether or not this checkpoint needed work (it may have been skipped).
+                if (counted and _enough(state, c)) or (config.until is not None and c.step >= config.until):
                     break
         status = "FINISHED"
     except runner.Interrupted as exc:
@@ -372,12 +386,14 @@ def _sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pr
         raise
     finally:
         shared.close(now=status == "KILLED")
-        state.save(time.time())
-        if state.parent is not None:
-            try:
-                tracking.end_sweep(state.uri, state.parent, status)
-            except EvalkitError as exc:
-                state.tracking_failed(exc)
+        try:
+            state.save(time.time())
+        finally:  # a parent run left RUNNING would look alive in MLflow forever
+            if state.parent is not None:
+                try:
+                    tracking.end_sweep(state.uri, state.parent, status)
+                except EvalkitError as exc:
+                    state.tracking_failed(exc)
     result = SweepResult(out_dir, state.entries, state.parent, state.tracking_error, stopped)
     result.report = _report(state)
     return result
@@ -450,7 +466,8 @@ def _plan(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: 
     in the experiment; failed: bad input), or a _Task to evaluate. Whatever the executor, this
     lookup happens here, in the one process that logs."""
     cfg = state.config
-    run_dir = state.out_dir / f"{_safe(suite)}-step{c.step:08d}"
+    # Named by the suite's own (checked) name: two suite folders may end in the same folder name.
+    run_dir = state.out_dir / f"{state.suite_names.get(suite) or _safe(suite)}-step{c.step:08d}"
     config = dataclasses.replace(cfg.run, suite=suite, model=c.model, out_dir=run_dir, step=c.step,
                                  experiment=state.experiment,
                                  tags={**cfg.run.tags, MEMBER_TAG: state.name, "evalkit.sweep_id": state.sweep_id,
@@ -468,7 +485,11 @@ def _plan(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: 
     if done is not None:
         state.say(f"{label} on {suite}: already in this sweep ({done.status}), skipped")
         return None
-    if state.parent is not None:
+    adopted = _adopt(state, run_dir, key)
+    if adopted is not None:
+        state.say(f"{label} on {suite}: finished in {run_dir} by an earlier attempt, recorded")
+        return _finished(state, _Task(config, prepared, base, label, run_dir), adopted)
+    if prepared.tracking_problem is None:  # with or without a parent run: no (model, suite) twice
         try:
             logged = tracking.find_evaluated(state.uri, state.experiment, key)
         except EvalkitError as exc:
@@ -481,6 +502,26 @@ def _plan(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: 
             return dataclasses.replace(base, status="skipped", mlflow_run_id=logged.run_id,
                                        reason=f"already evaluated as MLflow run {logged.run_id}")
     return _Task(config, prepared, base, label, run_dir)
+
+
+def _adopt(state: _State, run_dir: Path, key: str) -> runner.RunResult | None:
+    """A run folder this sweep finished but never recorded (stopped between the two): logged now
+    (log_run is idempotent) instead of refused as "already holds a finished run"."""
+    if not (run_dir / record.SUMMARY).is_file():
+        return None
+    summary, rows = record.load(run_dir)
+    if summary.tags.get(runner.EVALUATION_KEY_TAG) != key:
+        return None  # another evaluation's folder: the runner refuses it with its own line
+    error = None
+    if summary.tracking.run_id is None and state.parent is not None:
+        try:
+            mlflow_id = tracking.log_run(run_dir, state.uri, state.experiment, state.parent)
+            summary = dataclasses.replace(summary, tracking=dataclasses.replace(summary.tracking, run_id=mlflow_id))
+        except EvalkitError as exc:
+            error = str(exc)
+    elif state.parent is None:
+        error = "MLflow is not available to this sweep"
+    return runner.RunResult(run_dir, summary, rows, error, summary.broken_stages)
 
 
 def _finished(state: _State, task: _Task, result: runner.RunResult) -> Entry:

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import record, runner, tracking
 from . import workers as workers_mod
-from .errors import EvalkitError, MissingExtra, first_line
+from .errors import EvalkitError, MissingExtra, Terminated, first_line
 
 if TYPE_CHECKING:
     from .sweep import Checkpoint, SweepConfig, _State, _Task
@@ -199,8 +199,7 @@ def connect(config: SweepConfig, say: Callable[[str], None]) -> Iterator[Cluster
     if address:
         _check_address(address)
     device = config.run.device
-    gpus = config.ray_gpus_per_actor if config.ray_gpus_per_actor is not None else (1.0 if device == "cuda" else 0.0)
-    if gpus < 0:
+    if config.ray_gpus_per_actor is not None and config.ray_gpus_per_actor < 0:
         raise EvalkitError("--ray-gpus-per-actor cannot be negative")
     temp_dir = None if address else Path(tempfile.mkdtemp(prefix="evalkit-ray-", dir=os.environ.get("RAY_TMPDIR")))
     with contextlib.ExitStack() as stack:
@@ -223,6 +222,10 @@ def connect(config: SweepConfig, say: Callable[[str], None]) -> Iterator[Cluster
         resources = ray.cluster_resources()
         where = f"the Ray cluster at {address}" if address else "the local Ray instance"
         have_gpus, have_cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+        if device == "auto":  # the cluster's devices decide, not the driver's: the actors do the work
+            device = "cuda" if have_gpus > 0 else "cpu"
+        gpus = config.ray_gpus_per_actor if config.ray_gpus_per_actor is not None else (
+            1.0 if device == "cuda" else 0.0)
         if (device == "cuda" or gpus > 0) and have_gpus < max(gpus, 1e-9):
             raise EvalkitError(f"{'--device cuda' if device == 'cuda' else '--ray-gpus-per-actor'}: {where} has "
                                f"no GPU ({have_cpus:g} CPUs); use --device cpu, or a cluster with GPU nodes")
@@ -234,7 +237,7 @@ def connect(config: SweepConfig, say: Callable[[str], None]) -> Iterator[Cluster
             raise EvalkitError(f"{where} has no CPU for an evalkit actor")
         say(f"Ray: {where}, {size} actor(s) at most ({have_cpus:g} CPUs, {have_gpus:g} GPUs; "
             f"{cpus} CPU(s) per actor)")
-        yield Cluster(ray, size, gpus, cpus, say)
+        yield Cluster(ray, size, gpus, cpus, say, device)
 
 
 def _cpus_per_actor(ray: Any, gpus: float) -> int:
@@ -264,6 +267,7 @@ class Cluster:
     gpus: float  # per actor
     cpus: int  # per actor: Whisper and, beside it, cpus - 1 metric workers unless --workers says
     say: Callable[[str], None]
+    device: str = "cpu"  # cpu or cuda: --device, with auto decided by the cluster's GPUs
     _actor_class: Any = field(default=None, init=False)
 
     def _new_actor(self) -> Any:
@@ -293,13 +297,16 @@ class Cluster:
                 state.evaluated += 1
                 if sweep._enough(state, c):
                     break
+            if state.config.until is not None and c.step >= state.config.until:
+                break
         if todo:
             try:
                 self._dispatch(state, todo)
-            except KeyboardInterrupt:
-                stop = runner.Interrupted(f"interrupted: {sum(e.status == 'done' for e in state.entries)} "
+            except KeyboardInterrupt as exc:
+                how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+                stop = runner.Interrupted(f"{how}: {sum(e.status == 'done' for e in state.entries)} "
                                           f"evaluation(s) are done in {state.out_dir}")
-                stop.exit_code = 130
+                stop.exit_code = exc.exit_code if isinstance(exc, Terminated) else 130
                 raise stop from None
 
     def _dispatch(self, state: _State, todo: deque[_Attempt]) -> None:

@@ -5,6 +5,7 @@ curves over training, the parent run's history, skipping what was evaluated, and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -311,3 +312,20 @@ def test_the_nightly_judges_the_newest_checkpoint_evaluated_tonight(tmp_path):
                {"step": 4000, "status": "done", "run_dir": "ko-base-step00004000"}]
     assert newest_run_dir(entries) == "runs/nightly/ko-base-step00005000"
     assert newest_run_dir(entries[:1]) == ""  # nothing new tonight: nothing to judge
+
+
+def test_the_default_name_is_one_check_name_accepts(tmp_path):
+    for folder, expected in (("체크포인트", "sweep"), ("run 3 (ko)", "run-3-ko"), ("_private", "private")):
+        (tmp_path / folder).mkdir()
+        name = sweep.default_name((str(tmp_path / folder),))
+        assert name == expected
+        assert sweep.check_name(name, "--name") == name
+
+
+def test_a_limited_run_has_its_own_evaluation_key(asr):
+    """The suite digest is the whole suite's: without the limit in the key, a --limit smoke run
+    would let a full nightly skip every checkpoint and chart eight utterances as the suite."""
+    base = runner.RunConfig(suite=SUITE, model="espeak:en-us", metrics=("intelligibility",), workers=0)
+    keys = {limit: runner.prepare(dataclasses.replace(base, limit=limit)).key for limit in (None, 2, 3)}
+    assert len(set(keys.values())) == 3
+    assert runner.prepare(dataclasses.replace(base, limit=2)).key == keys[2]  # and stable
