@@ -13,6 +13,7 @@ import json
 import os
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,19 @@ _PARAM = {"weight": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
 _LAYER = re.compile(r"^(encoder|decoder)/layer_(\d+)/(.+)/(weight|bias|gamma|beta)$")
 
 
+def _prologue(path: Path, take: Callable[[str], tuple], string: Callable[[], str]) -> int:
+    """The header both readers check first (format version, spec); returns the variable count."""
+    (version,) = take("I")
+    if version != 6:
+        raise EvalkitError(f"{path}: CTranslate2 binary version {version} (only 6 is supported)")
+    spec = string()
+    if spec != "WhisperSpec":
+        raise EvalkitError(f"{path}: a {spec or 'unnamed'} model, not WhisperSpec")
+    take("I")  # spec revision: the layout below does not depend on it
+    (count,) = take("I")
+    return int(count)
+
+
 def read_ct2(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(variables, aliases) of a CTranslate2 model.bin; arrays are views of one file buffer."""
     buf = Path(path).read_bytes()
@@ -64,14 +78,7 @@ def read_ct2(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         return s
 
     try:
-        (version,) = take("I")
-        if version != 6:
-            raise EvalkitError(f"{path}: CTranslate2 binary version {version} (only 6 is supported)")
-        spec = string()
-        if spec != "WhisperSpec":
-            raise EvalkitError(f"{path}: a {spec or 'unnamed'} model, not WhisperSpec")
-        take("I")  # spec revision: the layout below does not depend on it
-        (count,) = take("I")
+        count = _prologue(path, take, string)
         variables: dict[str, np.ndarray] = {}
         for _ in range(count):
             name = string()
@@ -119,14 +126,7 @@ def ct2_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             return raw.rstrip(b"\0").decode()
 
         try:
-            (version,) = take("I")
-            if version != 6:
-                raise EvalkitError(f"{path}: CTranslate2 binary version {version} (only 6 is supported)")
-            spec = string()
-            if spec != "WhisperSpec":
-                raise EvalkitError(f"{path}: a {spec or 'unnamed'} model, not WhisperSpec")
-            take("I")
-            (count,) = take("I")
+            count = _prologue(path, take, string)
             shapes: dict[str, tuple[int, ...]] = {}
             for _ in range(count):
                 name = string()
