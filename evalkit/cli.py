@@ -29,14 +29,20 @@ asr_app = typer.Typer(help="ASR engines and the models they can load offline.", 
 app.add_typer(asr_app, name="asr")
 
 
-def _parse_tags(tags: list[str]) -> dict[str, str]:
+def _key_values(items: list[str], flag: str, empty_value: bool) -> dict[str, str]:
+    """KEY=VALUE options as a mapping; `empty_value`: KEY= is allowed (a tag may be empty, a
+    setting may not)."""
     parsed = {}
-    for t in tags:
-        k, sep, v = t.partition("=")
-        if not sep or not k.strip():
-            raise EvalkitError(f"--tag expects KEY=VALUE, got {t!r}")
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip() or not (v or empty_value):
+            raise EvalkitError(f"{flag} expects KEY=VALUE, got {item!r}")
         parsed[k.strip()] = v
     return parsed
+
+
+def _parse_tags(tags: list[str]) -> dict[str, str]:
+    return _key_values(tags, "--tag", empty_value=True)
 
 
 @app.command()
@@ -330,13 +336,7 @@ def _report_sweep(result) -> None:
 
 
 def _parse_asr_options(options: list[str]) -> dict[str, str]:
-    parsed = {}
-    for o in options:
-        k, sep, v = o.partition("=")
-        if not sep or not k.strip() or not v:
-            raise EvalkitError(f"--asr-option expects KEY=VALUE, got {o!r}")
-        parsed[k.strip()] = v
-    return parsed
+    return _key_values(options, "--asr-option", empty_value=False)
 
 
 def _allow_download() -> None:
