@@ -6,18 +6,17 @@ run. Everything in process (the session's Whisper is reused), on a few utterance
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import random
-import sys
 import zlib
-from contextlib import nullcontext, redirect_stderr, redirect_stdout
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import run_in_process
 
 from evalkit import calibrate as cal
 from evalkit import gates as gates_mod
@@ -114,22 +113,12 @@ def quiet(lines: list[str]):
     return lambda: nullcontext(runner.pipeline.Progress()), lines.append
 
 
-def report(candidate: Path, baseline: Path, gates: Path, out: Path) -> tuple[int, str]:
+def report(capsys, candidate: Path, baseline: Path, gates: Path, out: Path) -> tuple[int, str]:
     """`evalkit report --gates FILE --fail-on-regression`, in this process."""
-    from evalkit import cli
-
-    buf, err = io.StringIO(), io.StringIO()
-    old, sys.argv = sys.argv, ["evalkit", "report", "--candidate", str(candidate), "--baseline", str(baseline),
-                               "--gates", str(gates), "--fail-on-regression", "--out", str(out)]
-    try:
-        with redirect_stdout(buf), redirect_stderr(err):
-            cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    return code, buf.getvalue() + err.getvalue()
+    code, out_text, err_text = run_in_process(capsys, "report", "--candidate", str(candidate), "--baseline",
+                                              str(baseline), "--gates", str(gates), "--fail-on-regression",
+                                              "--out", str(out))
+    return code, out_text + err_text
 
 
 def test_round_up_never_goes_below_its_value():
@@ -153,7 +142,7 @@ def test_fresh_cache_hides_earlier_values_but_shares_models(tmp_path, monkeypatc
     assert cache_mod.JsonCache("scores").get("ab" * 32) == {"v": 1}
 
 
-def test_a_seeded_stochastic_model_spreads_and_its_gates_absorb_it(tmp_path):
+def test_a_seeded_stochastic_model_spreads_and_its_gates_absorb_it(tmp_path, capsys):
     suite = write_suite(tmp_path / "suite")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = runner.RunConfig(suite=str(suite), model="noisy-tones:1", adapter=f"{HERE}:NoisyTones",
@@ -187,9 +176,9 @@ def test_a_seeded_stochastic_model_spreads_and_its_gates_absorb_it(tmp_path):
     # The gates pass another repeat (a fourth seed) and fail a clearly degraded model.
     again = runner.run(dataclasses.replace(base, seed=7, out_dir=tmp_path / "again"))
     worse = runner.run(dataclasses.replace(base, model="noisy-tones:0.5", out_dir=tmp_path / "worse"))
-    code, text = report(again.out_dir, result.repeats[0], result.gates_file, tmp_path / "r1")
+    code, text = report(capsys, again.out_dir, result.repeats[0], result.gates_file, tmp_path / "r1")
     assert code == 0 and "verdict: pass" in text, text
-    code, text = report(worse.out_dir, result.repeats[0], result.gates_file, tmp_path / "r2")
+    code, text = report(capsys, worse.out_dir, result.repeats[0], result.gates_file, tmp_path / "r2")
     assert code == 1 and "verdict: regressed" in text and "level_db" in text, text
 
     # The same command again (as after an interruption) keeps what finished: nothing is re-run.
@@ -231,7 +220,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
-def test_espeak_is_deterministic_its_gates_pass_a_repeat_and_fail_a_degraded_run(tmp_path, asr):
+def test_espeak_is_deterministic_its_gates_pass_a_repeat_and_fail_a_degraded_run(tmp_path, asr, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = runner.RunConfig(suite="en-base", model="espeak:en-us", metrics=("intelligibility",), limit=3, workers=0,
                             tracking_uri=uri)
@@ -252,9 +241,9 @@ def test_espeak_is_deterministic_its_gates_pass_a_repeat_and_fail_a_degraded_run
 
     again = runner.run(dataclasses.replace(base, out_dir=tmp_path / "again"))
     worse = runner.run(dataclasses.replace(base, adapter=f"{HERE}:Garbled", out_dir=tmp_path / "worse"))
-    code, text = report(again.out_dir, result.repeats[0], result.gates_file, tmp_path / "r1")
+    code, text = report(capsys, again.out_dir, result.repeats[0], result.gates_file, tmp_path / "r1")
     assert code == 0 and "verdict: pass" in text, text
-    code, text = report(worse.out_dir, result.repeats[0], result.gates_file, tmp_path / "r2")
+    code, text = report(capsys, worse.out_dir, result.repeats[0], result.gates_file, tmp_path / "r2")
     assert code == 1 and "verdict: regressed" in text and "cer" in text, text
 
 
