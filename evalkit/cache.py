@@ -25,12 +25,25 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+_DIGESTS: dict[tuple, str] = {}  # (device, inode, size, mtime ns) -> sha256, for this process
+_DIGESTS_KEPT = 4096
+
+
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes. Remembered for this process while the file's identity, size
+    and modification time stay the same: a sweep's evaluation key, the adapter that loads the
+    checkpoint and the next suite on the same checkpoint would otherwise each read gigabytes again."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     h = hashlib.sha256()
     for block in blocks(path):
         h.update(block)
-    return h.hexdigest()
+    if len(_DIGESTS) >= _DIGESTS_KEPT:
+        _DIGESTS.pop(next(iter(_DIGESTS)))
+    _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def blocks(path: str | Path) -> Iterator[bytes]:

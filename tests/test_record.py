@@ -130,3 +130,21 @@ def test_counts_of_a_record_that_did_not_list_them_come_from_its_sums():
            "aggregates": {"cer/mean": 0.1, "char_sub/sum": 3.0}}
     rec = record.RunRecord.from_json(old)
     assert rec.metrics["intelligibility"].counts == ("char_sub",) and set(rec.value_keys()) == {"cer"}
+
+
+def test_a_file_digest_is_remembered_only_while_the_file_is_unchanged(tmp_path):
+    import hashlib
+    import os
+
+    from evalkit.cache import sha256_file
+
+    f = tmp_path / "ckpt.pt"
+    f.write_bytes(b"weights v1")
+    assert sha256_file(f) == hashlib.sha256(b"weights v1").hexdigest()
+    assert sha256_file(f) == hashlib.sha256(b"weights v1").hexdigest()  # remembered: the same answer
+    st = f.stat()
+    f.write_bytes(b"weights v2")  # the same size: only the time tells
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert sha256_file(f) == hashlib.sha256(b"weights v2").hexdigest()
+    f.write_bytes(b"weights v3, longer")
+    assert sha256_file(f) == hashlib.sha256(b"weights v3, longer").hexdigest()
