@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from .aggregate import aggregate
 from .progress import Progress
-from .schedule import CHUNK, Evaluation, evaluate, pool_workers, whisper_threads
+from .schedule import CHUNK, Evaluation, evaluate, metric_pool, pool_workers, whisper_threads
 from .stages import SYNTHESIS_KEYS, Counts, Recorded, recorded_audio
 
 __all__ = ["CHUNK", "SYNTHESIS_KEYS", "Counts", "Evaluation", "Progress", "Recorded", "aggregate", "evaluate",
-           "pool_workers", "recorded_audio", "whisper_threads"]
+           "metric_pool", "pool_workers", "recorded_audio", "whisper_threads"]

@@ -47,7 +47,8 @@ class ASRBackend(Protocol):
 
     Construction must be cheap and `describe()` must work before any transcription: the model
     itself is loaded on the first `transcribe`, so a run whose transcripts are all cached never
-    loads it.
+    needs it. A backend may also offer `load()`, loading it now: a run that synthesizes calls it on
+    a thread at start-up (evalkit.asr.preload), so that the first transcript does not wait for it.
     """
 
     name: str
@@ -87,6 +88,9 @@ class Metric:
     - `alignments`: text columns the metric writes (Score.texts) holding an inline edit alignment,
       `[a→b]` a substitution, `[-x]` a deletion, `[+y]` an insertion; reports render them.
     - `headline`: the value key a report ranks worst utterances by when the user does not choose.
+    - `load()`: load now what `score` would load on first use (imports, model weights). A metric
+      worker calls it as it starts, so the first clip does not wait for the model (evalkit.workers).
+      It must not change any value; the default loads nothing.
 
     A plug-in that does not derive from this class still loads: `declared` (below) gives it these
     defaults when metrics are loaded.
@@ -113,6 +117,9 @@ class Metric:
         """The object whose code and settings compute the values: its class and public instance
         attributes are part of every score cache key (a wrapped plug-in answers with its own)."""
         return self
+
+    def load(self) -> None:
+        """Load what `score` needs before the first item arrives; nothing by default."""
 
 
 # What a metric declares beyond `score`, in the order the wrapper copies them.
@@ -143,6 +150,8 @@ class _Declared(Metric):
                 setattr(self, attr, getattr(inner, attr))
         self.counts, self.alignments = tuple(self.counts), tuple(self.alignments)
         self.score = inner.score  # type: ignore[method-assign]  # its own, so failures read with its name
+        if callable(getattr(inner, "load", None)):
+            self.load = inner.load  # type: ignore[method-assign]
 
     def implementation(self) -> object:
         return self.inner

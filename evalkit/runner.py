@@ -283,9 +283,19 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
 
     # MLflow's imports take seconds: made while the main thread only waits for the last metrics
     preload = partial(tracking.preload, uri) if log and not tracking_problem else None
-    with trace.span("load the TTS adapter", "load", model=config.model):
-        adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
+    # Start-up overlaps: the metric workers spawn and load their models, and Whisper loads on a
+    # thread, while this thread loads the TTS model and the first clips are synthesized.
+    shared_pool = shared.pool(metrics, config.workers) if shared is not None and recorded is None else None
+    own_pool = None if shared_pool else pipeline.metric_pool(metrics, config.workers, recorded is not None)
+    pool = shared_pool or own_pool
+    if pool is not None:
+        with trace.span("start the metric workers", "load"):
+            pool.start()
+    asr_loading = asr_mod.preload(asr) if asr is not None and recorded is None else None
+    adapter = None
     try:
+        with trace.span("load the TTS adapter", "load", model=config.model):
+            adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
         with trace.span(f"write {record.RUN}", "write"):
             _prepare_out(out_dir)
             record.write_run(out_dir, {"config": _config_dict(config), "suite_digest": suite.digest})
@@ -294,8 +304,7 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
                                            refs.paths if refs else None,
                                            on_rows=save,
                                            skip=frozenset(r.utterance_id for r in previous),
-                                           workers=config.workers, recorded=recorded,
-                                           pool=shared.pool(metrics, config.workers) if shared and adapter else None,
+                                           workers=config.workers, recorded=recorded, pool=pool,
                                            seed=config.seed, idle=preload)
         if adapter is not None:
             model_info, adapter_name = dict(adapter.describe()), adapter.name
@@ -314,6 +323,12 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     finally:
         if adapter is not None:
             adapter.close()
+        if own_pool is not None:  # a shared pool is its owner's to close
+            # Killed, not left to finish: every result is collected (or the run is failing), and
+            # all a worker has left is its interpreter's teardown (0.3 s).
+            own_pool.close(now=True)
+    if asr_loading is not None:  # nothing may still be loading when the run returns
+        asr_loading.join()
     finished = time.time()
     order = {u.id: i for i, u in enumerate(suite.utterances)}
     rows = sorted([*previous, *evaluation.rows], key=lambda r: order[r.utterance_id])

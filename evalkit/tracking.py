@@ -153,14 +153,17 @@ def client(uri: str):
 
 
 def preload(uri: str) -> None:
-    """Import what `client(uri)` will import (seconds on a small machine), touching no store: the
-    pipeline calls this while its main thread would only wait for the last metric workers, so the
-    imports leave the end of the run. Any failure is left for `client` to report."""
+    """Import what `client(uri)` will import (seconds on a small machine), and create a new sqlite
+    store (a second of schema migrations): the pipeline calls this while its main thread would
+    only wait for the last metric workers, so that work leaves the end of the run. A server is
+    not contacted. Any failure is left for `client` to report."""
     configure_environment()
     with contextlib.suppress(Exception):
         import mlflow.tracking  # noqa: F401
         if uri.startswith("sqlite:///"):
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+            client(uri)  # the run logs into it right after: creating it now changes nothing else
 
 
 # --- error translation ---------------------------------------------------------------------

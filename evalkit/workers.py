@@ -15,17 +15,18 @@ the main process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
-from . import allocator, trace
+from . import allocator, threads, trace
 from .isolation import compute_scores, one_line
 from .protocols import Metric
 from .types import Score, ScoringItem
@@ -68,6 +69,27 @@ class MetricPool:
         self.deaths = 0
         self._blob = pickle.dumps(self.metrics)
         self._pool: ProcessPoolExecutor | None = None
+        self._ready: list[Future] = []  # start()'s warm-up answers, carrying the workers' start-up spans
+
+    def start(self) -> None:
+        """Spawn the workers now and have each load its metrics' models (Metric.load), so that
+        start-up overlaps the caller's own (the adapter, the first synthesis) instead of waiting
+        for the first chunk. Harmless to call again; a pool that is never started spawns on first use."""
+        if self._pool is not None or not self.usable:
+            return
+        pool = self._executor()
+        try:  # one task per worker: the pool spawns a process for each task that finds no idle one
+            self._ready = [pool.submit(_ready) for _ in range(self.workers)]
+        except BrokenProcessPool:
+            self._died(pool)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: the main process holds CTranslate2 and ONNX thread pools that fork would copy half-alive.
+            # Workers spawned now inherit $EVALKIT_TRACE (evalkit.trace) and trace themselves.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                             initializer=_init, initargs=(self._blob,))
+        return self._pool
 
     @property
     def usable(self) -> bool:
@@ -78,20 +100,16 @@ class MetricPool:
         """Score `jobs` (their items dealt out across the workers); returns one Part per worker,
         whose future yields each job's outcomes at those positions. None: the pool is broken,
         score them here."""
-        if self._pool is None:
-            # spawn: the main process holds CTranslate2 and ONNX thread pools that fork would copy half-alive.
-            # Workers spawned now inherit $EVALKIT_TRACE (evalkit.trace) and trace themselves.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_init, initargs=(self._blob,))
+        pool = self._executor()
         longest = max(len(items) for _, items in jobs)
         parts = []
         try:
             for w in range(min(self.workers, longest)):
                 positions = list(range(w, longest, self.workers))
                 part = [(i, [items[p] for p in positions if p < len(items)]) for i, items in jobs]
-                parts.append((positions, self._pool.submit(_score, part), self._pool))
+                parts.append((positions, pool.submit(_score, part), pool))
         except BrokenProcessPool:
-            self._died(self._pool)
+            self._died(pool)
             return None
         return parts
 
@@ -99,6 +117,7 @@ class MetricPool:
         """Outcomes per job, in item order. A worker that died (a crash in native code, the OOM
         killer) fails its items with a note, not the run; the next chunk gets a fresh pool."""
         out: list[list[Outcome]] = [[""] * len(items) for _, items in jobs]
+        self._adopt_ready()
         for positions, future, pool in parts:
             try:
                 with trace.span("wait for a metric worker", "wait"):
@@ -114,15 +133,29 @@ class MetricPool:
                     out[j][p] = outcome
         return out
 
+    def _adopt_ready(self) -> None:
+        """The start-up spans of the workers that have answered start()'s warm-up."""
+        for future in [f for f in self._ready if f.done()]:
+            self._ready.remove(future)
+            if not future.cancelled() and future.exception() is None:
+                trace.adopt(future.result())
+
     def close(self, now: bool = False) -> None:
-        """Stop the workers; `now` (an interrupt) kills them instead of letting them finish."""
+        """Stop the workers; `now` (an interrupt, or nothing left to collect) kills them instead of
+        letting them finish."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
+        if not now:
+            wait(self._ready)
+        self._adopt_ready()
+        self._ready = []
         if now:
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.terminate()
-        pool.shutdown(wait=not now, cancel_futures=True)
+        # Waited for even when killed (it is then quick): a pool left to shut down on its own races
+        # the interpreter's exit, which writes to the pool's closed wake-up pipe ("Bad file descriptor").
+        pool.shutdown(wait=True, cancel_futures=True)
 
     @staticmethod
     def _failed(jobs: list[Job], positions: list[int], reason: str) -> list[list[Outcome]]:
@@ -144,6 +177,16 @@ def _init(blob: bytes) -> None:
     _in_worker = True
     with trace.span("load metrics (unpickle, imports)", "load"):
         _metrics = pickle.loads(blob)
+    for metric in _metrics:
+        # A load that fails is left to the metric's first score(), which fails its items with the reason.
+        with trace.span(f"load {metric.name}", "load"), contextlib.suppress(Exception):
+            metric.load()
+    threads.one_blas_thread()  # after the loads: they bring the BLAS libraries it limits
+
+
+def _ready() -> list[dict]:
+    """start()'s warm-up task: the worker has loaded its metrics when it runs (its initializer)."""
+    return trace.drain()
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -90,6 +90,10 @@ class ReferenceComparison(Metric):
     needs_reference = True
     process_safe = True  # scores in the metric worker pool (evalkit.workers)
 
+    def load(self) -> None:
+        import librosa.effects  # noqa: F401  # seconds of imports (scipy.signal, numba), not per clip
+        import librosa.feature  # noqa: F401
+
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         return [self._one(item) for item in items]
 

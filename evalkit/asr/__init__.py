@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
+import threading
 from collections.abc import Mapping
 from functools import lru_cache
 
@@ -54,6 +56,24 @@ def resolve(spec: str = DEFAULT, device: str = "cpu", threads: int | None = None
     if options and "options" not in parameters:
         raise EvalkitError(f"--asr-option: ASR engine {engine} takes no options ({', '.join(sorted(options))})")
     return _construct(engine, model or "base", device, threads, tuple(sorted((options or {}).items())))
+
+
+def preload(asr: ASRBackend) -> threading.Thread | None:
+    """Start loading the backend's model on a thread (one with a `load()` method), while the caller
+    loads the TTS model and synthesizes the first clips; its first transcribe waits for it. A
+    load that fails is left to that transcribe, which fails its utterances with the reason. The
+    caller joins the thread before it returns. None: nothing to load ahead."""
+    load = getattr(asr, "load", None)
+    if not callable(load):
+        return None
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            load()
+
+    thread = threading.Thread(target=run, name="evalkit-asr-load", daemon=True)
+    thread.start()
+    return thread
 
 
 @lru_cache(maxsize=4)

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -275,22 +276,28 @@ class FasterWhisperASR:
         self.device = device
         self.compute_type = "float16" if device == "cuda" else "int8"
         self._model = None
+        self._loading = threading.Lock()  # load() on evalkit.asr.preload's thread, transcribe() waits for it
         self.threads = threads  # CPU threads; None: one per core
         self.model_sha256 = digest or ct2_model_sha256(folder)
 
     @property
     def model(self):
-        if self._model is None:  # loaded on first use: a fully cached run never pays for it
-            with trace.span("import faster_whisper", "load"):
-                from faster_whisper import WhisperModel
+        with self._loading:
+            if self._model is None:  # loaded on first use (or by load()): a run that transcribes nothing never pays
+                with trace.span("import faster_whisper", "load"):
+                    from faster_whisper import WhisperModel
 
-            # CTranslate2's default is 4 threads whatever the machine: on 2 cores that oversubscribes
-            # (20 clips: 19.0 s, against 16.4 s with 2). The thread count never changes a transcript
-            # (tests/test_workers.py).
-            with trace.span("load Whisper", "load", model=self.model_name, threads=self.threads or cores()):
-                self._model = WhisperModel(str(self.folder), device=self.device, compute_type=self.compute_type,
-                                           cpu_threads=self.threads or cores())
-        return self._model
+                # CTranslate2's default is 4 threads whatever the machine: on 2 cores that oversubscribes
+                # (20 clips: 19.0 s, against 16.4 s with 2). The thread count never changes a transcript
+                # (tests/test_workers.py).
+                with trace.span("load Whisper", "load", model=self.model_name, threads=self.threads or cores()):
+                    self._model = WhisperModel(str(self.folder), device=self.device, compute_type=self.compute_type,
+                                               cpu_threads=self.threads or cores())
+            return self._model
+
+    def load(self) -> None:
+        """Load the model now (evalkit.asr.preload), not on the first transcribe."""
+        self.model  # noqa: B018  # the property loads it
 
     @property
     def languages(self) -> frozenset[str]:

@@ -26,6 +26,7 @@ import importlib.util
 import os
 import re
 import sys
+import threading
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,28 +229,37 @@ class OpenAIWhisperASR:
         self._whisper = whisper
         self._ct2 = ct2
         self._model = None
+        self._loading = threading.Lock()  # load() on evalkit.asr.preload's thread, transcribe() waits for it
         # Bitwise equality of batched encoder features is proven on CPU only.
         self.encoder_batch = ENCODER_BATCH if device == "cpu" else 1
 
     @property
     def model(self):
-        """Loaded on first use: a run whose transcripts are all cached never pays for it."""
-        if self._model is None:
-            whisper, checkpoint, ct2 = self._whisper, self.checkpoint, self._ct2
-            try:
-                model = whisper.load_model(str(checkpoint), device=self.device)  # a path: never a download
-            except Exception as exc:  # torch.load and load_state_dict raise many types for a bad file
-                raise EvalkitError(f"{checkpoint}: not a loadable openai-whisper checkpoint "
-                                   f"({type(exc).__name__}: {str(exc)[:160]})") from None
-            # load_model(path) keeps default alignment heads; only word timestamps read them.
-            dims = model.dims
-            if ct2 is not None and (ct2 / "config.json").is_file():
-                model.set_alignment_heads(
-                    ct2_to_openai.alignment_heads_b85(ct2 / "config.json", dims.n_text_layer, dims.n_text_head))
-            elif checkpoint.parent == whisper_cache() and self.model_name in whisper._ALIGNMENT_HEADS:
-                model.set_alignment_heads(whisper._ALIGNMENT_HEADS[self.model_name])
-            self._model = model
-        return self._model
+        """Loaded on first use (or by load()): a run whose transcripts are all cached never pays for it."""
+        with self._loading:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def load(self) -> None:
+        """Load the model now (evalkit.asr.preload), not on the first transcribe."""
+        self.model  # noqa: B018  # the property loads it
+
+    def _load(self):
+        whisper, checkpoint, ct2 = self._whisper, self.checkpoint, self._ct2
+        try:
+            model = whisper.load_model(str(checkpoint), device=self.device)  # a path: never a download
+        except Exception as exc:  # torch.load and load_state_dict raise many types for a bad file
+            raise EvalkitError(f"{checkpoint}: not a loadable openai-whisper checkpoint "
+                               f"({type(exc).__name__}: {str(exc)[:160]})") from None
+        # load_model(path) keeps default alignment heads; only word timestamps read them.
+        dims = model.dims
+        if ct2 is not None and (ct2 / "config.json").is_file():
+            model.set_alignment_heads(
+                ct2_to_openai.alignment_heads_b85(ct2 / "config.json", dims.n_text_layer, dims.n_text_head))
+        elif checkpoint.parent == whisper_cache() and self.model_name in whisper._ALIGNMENT_HEADS:
+            model.set_alignment_heads(whisper._ALIGNMENT_HEADS[self.model_name])
+        return model
 
     def transcribe(self, audio: Sequence[Audio], language: str) -> list[Transcript]:
         import torch
