@@ -1,6 +1,6 @@
-"""The Ray executor on one machine against the local executor, on the same sweep.
+"""The Ray executor on one machine against the local executor, on the same sweep and the same run.
 
-    .venv/bin/python benchmarks/sweep_ray.py [--limit 8] [--metrics A,B] [--out benchmarks/results/sweep-ray-<time>]
+    .venv/bin/python benchmarks/sweep_ray.py [--limit 8] [--run-limit 24] [--metrics A,B] [--out DIR]
 
 Needs the tests' plug-in (scripts/setup.sh installs it) and ray (`pip install 'evalkit-tts[ray]'`):
 three `degraded-piper` checkpoints (Piper with noise of strength 0, 0.05, 0.3, at steps
@@ -9,7 +9,9 @@ with its own empty evalkit cache and sqlite MLflow store:
 - local: `evalkit sweep --suite en-base CKPT_DIR`;
 - ray:   the same with `--executor ray` (a local Ray instance started and stopped by the
          command, one actor per core, each loading Whisper and the metrics once).
-Prints and writes (JSON and Markdown) the wall seconds of each, the ratio ray / local (the
+Then one run of the first --run-limit utterances of en-base with Piper, `evalkit run` against
+`evalkit run --executor ray` (the utterances in shards over the actors).
+Prints and writes (JSON and Markdown) the wall seconds of each, the ratios ray / local (the
 target: at most 1.15) and whether every per-utterance score is identical (timing columns
 aside). Run it on a quiet machine: other work on 2 cores moves the ratio by 20 %.
 """
@@ -35,6 +37,7 @@ def main() -> None:
                     default=Path("benchmarks/results") / f"sweep-ray-{datetime.now():%Y%m%d-%H%M%S}")
     ap.add_argument("--limit", type=int, default=8, help="utterances of en-base per checkpoint")
     ap.add_argument("--metrics", default=None, help="comma-separated metrics (default: evalkit's default set)")
+    ap.add_argument("--run-limit", type=int, default=24, help="utterances of en-base in the single run (0: skip it)")
     args = ap.parse_args()
     out = args.out.resolve()
     ckpts = out / "checkpoints"
@@ -59,6 +62,17 @@ def main() -> None:
               "local_s": round(seconds["local"], 1), "ray_s": round(seconds["ray"], 1),
               "ratio": round(seconds["ray"] / seconds["local"], 3), "scores_identical": identical,
               "cores": len(os.sched_getaffinity(0)), "load_1min_before": round(load_before, 2)}
+    if args.run_limit:
+        one = [sys.executable, "-m", "evalkit", "run", "--suite", "en-base", "piper:joe", "--limit",
+               str(args.run_limit), *(["--metrics", args.metrics] if args.metrics else [])]
+        for executor in ("local", "ray"):
+            seconds[f"run-{executor}"] = _timed(
+                [*one, "--executor", executor, "--tracking-uri", f"sqlite:///{out / ('run-' + executor + '.db')}",
+                 "--out", str(out / f"run-{executor}")], {**env, "EVALKIT_CACHE": str(out / f"cache-run-{executor}")})
+        result |= {"run_utterances": args.run_limit, "run_local_s": round(seconds["run-local"], 1),
+                   "run_ray_s": round(seconds["run-ray"], 1),
+                   "run_ratio": round(seconds["run-ray"] / seconds["run-local"], 3),
+                   "run_scores_identical": _same(_rows(out / "run-local"), _rows(out / "run-ray"))}
     (out / "sweep-ray.json").write_text(json.dumps(result, indent=2))
     cols = list(result)
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),

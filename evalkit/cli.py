@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -47,6 +47,17 @@ def _key_values(items: list[str], flag: str, empty_value: bool) -> dict[str, str
 
 def _parse_tags(tags: list[str]) -> dict[str, str]:
     return _key_values(tags, "--tag", empty_value=True)
+
+
+# Where the evaluations of `run` and `sweep` happen (the same options on both).
+ExecutorOption = Annotated[str, typer.Option(
+    help="Where the evaluation runs: local (this process) or ray (actors on a Ray cluster; pip install "
+         "'evalkit-tts[ray]'). Never changes a value.", metavar="local|ray")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    help="With --executor ray: the cluster's HOST:PORT; default: a local Ray instance for this command.",
+    metavar="ADDRESS")]
+RayGpusOption = Annotated[float | None, typer.Option(
+    help="With --executor ray: GPUs each actor holds (default: 1 with --device cuda, else none).", metavar="N")]
 
 
 @app.command()
@@ -96,21 +107,37 @@ def run(
     trace_file: Path | None = typer.Option(
         None, "--trace", envvar="EVALKIT_TRACE",
         help="Write a Chrome/Perfetto trace of every stage (per chunk, thread and worker process) to this "
-             "file; open it in ui.perfetto.dev or chrome://tracing. Also $EVALKIT_TRACE.", metavar="FILE"),
+             "file; open it in ui.perfetto.dev or chrome://tracing. Also $EVALKIT_TRACE (with --executor ray: "
+             "this process only).", metavar="FILE"),
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_gpus_per_actor: RayGpusOption = None,
 ) -> None:
     """Synthesize a suite with MODEL, transcribe, score, and log one MLflow run.
 
-    Re-running the same command with the same --out resumes an interrupted run."""
+    Re-running the same command with the same --out resumes an interrupted run. With --executor
+    ray the suite's utterances are evaluated in shards on a Ray cluster, into the same one run."""
     if trace_file is not None:  # first, so a bad path fails before any work; main() writes the file
         trace.start(trace_file, startup=True)
     with trace.span("import evalkit.runner and what it imports", "startup"):
         from .metric_loading import parse_options as parse_metric_options
-        from .runner import RunConfig
-        from .runner import resume as resume_eval
+        from .runner import RunConfig, RunResult, resume_config
         from .runner import run as run_eval
 
     if allow_download:
         _allow_download()
+    if executor not in ("local", "ray"):
+        raise EvalkitError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "local" and (ray_address or ray_gpus_per_actor is not None):
+        raise EvalkitError("--ray-address and --ray-gpus-per-actor need --executor ray")
+
+    def evaluate(config: RunConfig, p: progress_mod.Progress) -> RunResult:
+        if executor == "local":
+            return run_eval(config, p)
+        from .run_ray import run as run_on_ray  # ray itself is imported there, only now
+
+        return run_on_ray(config, ray_address, ray_gpus_per_actor, p, _say)
+
     if resume is not None:
         if model or suite:
             raise EvalkitError("--resume takes its suite and model from the run folder: give neither")
@@ -126,7 +153,7 @@ def run(
             raise EvalkitError(f"--resume finishes the run with the configuration it started with: drop "
                                f"{', '.join(given)} (or start a new run with them)")
         with _progress() as p:
-            result = resume_eval(resume, p)
+            result = evaluate(resume_config(resume), p)
         _report(result)
         return
     if not model or not suite:
@@ -140,7 +167,7 @@ def run(
         metric_options=parse_metric_options(metric_option), step=step, asr_options=_parse_asr_options(asr_option),
     )
     with _progress() as p:
-        result = run_eval(config, p)
+        result = evaluate(config, p)
     _report(result)
 
 
@@ -238,13 +265,9 @@ def sweep(
         False, "--allow-download",
         help="Let --asr and an hf: MODEL download a model that is not in the local caches (sets "
              "EVALKIT_ALLOW_DOWNLOAD=1); without it evalkit never downloads."),
-    executor: str = typer.Option("local", help="Where the evaluations run: local (this process) or ray (actors on "
-                                              "a Ray cluster; pip install 'evalkit-tts[ray]').", metavar="local|ray"),
-    ray_address: str | None = typer.Option(None, help="With --executor ray: the cluster's HOST:PORT; default: a "
-                                                      "local Ray instance for this command.", metavar="ADDRESS"),
-    ray_gpus_per_actor: float | None = typer.Option(None, help="With --executor ray: GPUs each actor holds "
-                                                              "(default: 1 with --device cuda, else none).",
-                                                    metavar="N"),
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    ray_gpus_per_actor: RayGpusOption = None,
     trace_file: Path | None = typer.Option(
         None, "--trace", envvar="EVALKIT_TRACE",
         help="Write a Chrome/Perfetto trace of every stage of every evaluation to this file (with --executor ray: "
@@ -285,9 +308,13 @@ def sweep(
     config = SweepConfig(suites=tuple(suite), models=tuple(models), run=run_config, steps=parsed_steps, name=name,
                          out_dir=out_dir, watch=watch, poll_s=poll, until=until, max_checkpoints=max_checkpoints,
                          executor=executor, ray_address=ray_address, ray_gpus_per_actor=ray_gpus_per_actor)
-    result = run_sweep(config, _progress, lambda line: err.print(line, markup=False, highlight=False,
-                                                                  soft_wrap=True))
+    result = run_sweep(config, _progress, _say)
     _report_sweep(result)
+
+
+def _say(line: str) -> None:
+    """A line of news on stderr (a sweep's checkpoint, a Ray cluster's actors), printed as it is."""
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _report_sweep(result) -> None:

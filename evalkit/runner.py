@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from . import cache as cache_mod
 from . import suite as suite_mod
 from . import workers as workers_mod
 from .errors import EvalkitError, Terminated
-from .protocols import ASRBackend, Metric, declared
+from .protocols import ASRBackend, Metric, TTSAdapter, declared
 from .types import Row, Suite
 
 EVALUATION_KEY_TAG = tracking.EVALUATION_KEY_TAG
@@ -135,11 +136,30 @@ class Shared:
     """What several evaluations in one process load once (evalkit sweep): the metrics, each set
     keyed by everything it is built from, and one metric worker pool per set, whose workers keep
     their loaded models from one checkpoint to the next. The ASR backend is shared already
-    (evalkit.asr.resolve loads each once per process). `close` stops the workers."""
+    (evalkit.asr.resolve loads each once per process). With `keep_adapter` the last TTS model
+    stays loaded for the next evaluation of the same model (a Ray actor's shards of one run),
+    and is closed when another is asked for. `close` stops the workers and closes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_adapter: bool = False) -> None:
         self._metrics: dict[str, list[Metric]] = {}
         self._pools: dict[int, workers_mod.MetricPool] = {}
+        self.keep_adapter = keep_adapter
+        self._adapter: tuple[tuple[str, str | None, str], TTSAdapter] | None = None
+
+    def adapter(self, model: str, adapter: str | None, device: str) -> TTSAdapter:
+        """The TTS model, loaded once while the same one is asked for (with keep_adapter)."""
+        key = (model, adapter, device)
+        if self._adapter is not None and self._adapter[0] == key:
+            return self._adapter[1]
+        self.drop_adapter()
+        loaded = adapters.resolve(model, adapter, device)
+        self._adapter = (key, loaded)
+        return loaded
+
+    def drop_adapter(self) -> None:
+        kept, self._adapter = self._adapter, None
+        if kept is not None:
+            kept[1].close()
 
     def metrics(self, key: str, make: Callable[[], list[Metric]]) -> list[Metric]:
         if key not in self._metrics:
@@ -158,6 +178,7 @@ class Shared:
         for pool in self._pools.values():
             pool.close(now=now)
         self._pools.clear()
+        self.drop_adapter()
 
 
 @dataclass(frozen=True)
@@ -178,9 +199,11 @@ class Prepared:
     key: str  # evalkit.evaluation_key: the same model, suite and settings give the same key
 
 
-def prepare(config: RunConfig, shared: Shared | None = None) -> Prepared:
+def prepare(config: RunConfig, shared: Shared | None = None, remote: bool = False) -> Prepared:
     """Resolve the suite, references, metrics, device and ASR of `config`; bad input fails here,
-    before any work. With `shared`, metrics already loaded for the same settings are reused."""
+    before any work. With `shared`, metrics already loaded for the same settings are reused.
+    `remote`: the evaluation runs on other machines (a Ray driver), whose device config.device
+    names (cpu or cuda, decided from the cluster): it is not looked for here."""
     allocator.keep_freed_memory()  # a no-op after the CLI's; for library callers
     if config.limit is not None and config.limit < 1:
         raise EvalkitError("--limit must be at least 1")
@@ -199,7 +222,7 @@ def prepare(config: RunConfig, shared: Shared | None = None) -> Prepared:
     with trace.span("load metrics", "load"):
         metrics = shared.metrics(metrics_key, make) if shared is not None else make()
     with trace.span("resolve device", "load"):
-        device = resolve_device(config.device)
+        device = config.device if remote and config.device in ("cpu", "cuda") else resolve_device(config.device)
     experiment = config.experiment or f"evalkit-{suite.name}"
     recorded, source = _recorded(Path(config.audio_from), suite) if config.audio_from else (None, None)
     with trace.span("resolve ASR (its weights load on first use)", "load"):
@@ -256,13 +279,42 @@ def model_identity(model: str) -> str:
     return hashlib.sha256(model.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Work:
+    """What the evaluation step of `run` is given: the prepared run, its folder, the utterances an
+    earlier attempt already holds, where finished rows go (`save`, crash-safe) and the progress."""
+
+    prepared: Prepared
+    out_dir: Path
+    skip: frozenset[str]
+    begin: Callable[[], None]  # writes run.json: called once the model is known to load, before any row
+    save: Callable[[list[Row]], None]
+    progress: pipeline.Progress | None
+    idle: Callable[[], None] | None  # called when only the last results are awaited (MLflow's imports)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What the evaluation step gives back: the new rows and cache counts, and the model's
+    provenance (its adapter's describe() and name)."""
+
+    evaluation: pipeline.Evaluation
+    model: Mapping[str, str]
+    adapter: str
+
+
+Executor = Callable[[Work], Evaluated]  # the evaluation step elsewhere (evalkit.run_ray: shards on Ray actors)
+
+
 def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Shared | None = None,
-        prepared: Prepared | None = None, parent_run_id: str | None = None, log: bool = True) -> RunResult:
+        prepared: Prepared | None = None, parent_run_id: str | None = None, log: bool = True,
+        executor: Executor | None = None) -> RunResult:
     """Evaluate, write the local record, log it. A folder holding an unfinished run of the same
     configuration is resumed: only the utterances it lacks are evaluated. `prepared` (from
     `prepare`) skips resolving again; `shared` reuses loaded metrics and their workers; the MLflow
     run is a child of `parent_run_id` when given (a sweep's). `log=False` writes the folder and
-    logs nothing: its caller logs it (a Ray worker's driver, evalkit.sweep_ray)."""
+    logs nothing: its caller logs it (a Ray worker's driver, evalkit.sweep_ray). `executor` does
+    the evaluation step instead of this process (everything before and after it stays here)."""
     if prepared is None:
         with trace.span("prepare: suite, references, metrics, device, ASR", "load", model=config.model):
             prepared = prepare(config, shared)
@@ -272,6 +324,7 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
 
     out_dir = config.out_dir or Path("evalkit-runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{suite.name}"
     config = dataclasses.replace(config, out_dir=out_dir)
+    p = dataclasses.replace(p, config=config)
     previous = _resumable_rows(out_dir, config, suite)
     started = time.time()
     saved = [len(previous)]  # rows safely on disk, counted here: the log itself may be what failed
@@ -283,34 +336,17 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
 
     # MLflow's imports take seconds: made while the main thread only waits for the last metrics
     preload = partial(tracking.preload, uri) if log and not tracking_problem else None
-    # Start-up overlaps: the metric workers spawn and load their models, and Whisper loads on a
-    # thread, while this thread loads the TTS model and the first clips are synthesized.
-    shared_pool = shared.pool(metrics, config.workers) if shared is not None and recorded is None else None
-    own_pool = None if shared_pool else pipeline.metric_pool(metrics, config.workers, recorded is not None)
-    pool = shared_pool or own_pool
-    if pool is not None:
-        with trace.span("start the metric workers", "load"):
-            pool.start()
-    asr_loading = asr_mod.preload(asr) if asr is not None and recorded is None else None
-    adapter = None
-    try:
-        with trace.span("load the TTS adapter", "load", model=config.model):
-            adapter = adapters.resolve(config.model, config.adapter, device) if recorded is None else None
+
+    def begin() -> None:
         with trace.span(f"write {record.RUN}", "write"):
             _prepare_out(out_dir)
             record.write_run(out_dir, {"config": _config_dict(config), "suite_digest": suite.digest})
+
+    work = Work(p, out_dir, frozenset(r.utterance_id for r in previous), begin, save, progress, preload)
+    try:
         with trace.span("evaluate", "evaluate", suite=suite.name, model=config.model):
-            evaluation = pipeline.evaluate(suite, adapter, asr, metrics, out_dir, progress,
-                                           refs.paths if refs else None,
-                                           on_rows=save,
-                                           skip=frozenset(r.utterance_id for r in previous),
-                                           workers=config.workers, recorded=recorded, pool=pool,
-                                           seed=config.seed, idle=preload)
-        if adapter is not None:
-            model_info, adapter_name = dict(adapter.describe()), adapter.name
-        else:
-            assert source is not None  # without an adapter, the clips come from a recorded run
-            model_info, adapter_name = dict(source.model), source.adapter
+            done = (executor or partial(evaluate_here, shared=shared))(work)
+        evaluation, model_info, adapter_name = done.evaluation, dict(done.model), done.adapter
     except KeyboardInterrupt as exc:
         stopped = Interrupted(f"{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: {saved[0]} of "
                               f"{len(suite.utterances)} utterances are saved in {out_dir}; finish them with: "
@@ -320,15 +356,6 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     except OSError as exc:
         raise EvalkitError(f"cannot write to {out_dir} ({exc.strerror or exc}): {saved[0]} utterances "
                            f"are saved; fix that and finish with: evalkit run --resume {out_dir}") from None
-    finally:
-        if adapter is not None:
-            adapter.close()
-        if own_pool is not None:  # a shared pool is its owner's to close
-            # Killed, not left to finish: every result is collected (or the run is failing), and
-            # all a worker has left is its interpreter's teardown (0.3 s).
-            own_pool.close(now=True)
-    if asr_loading is not None:  # nothing may still be loading when the run returns
-        asr_loading.join()
     finished = time.time()
     order = {u.id: i for i, u in enumerate(suite.utterances)}
     rows = sorted([*previous, *evaluation.rows], key=lambda r: order[r.utterance_id])
@@ -364,6 +391,47 @@ def run(config: RunConfig, progress: pipeline.Progress | None = None, shared: Sh
     return RunResult(out_dir, summary, rows, tracking_error, broken)
 
 
+def evaluate_here(work: Work, shared: Shared | None) -> Evaluated:
+    """The evaluation step in this process: the TTS model loads here, metrics score here and in
+    this machine's worker processes (a Ray actor runs its shards through it too)."""
+    p = work.prepared
+    config, metrics, recorded = p.config, p.metrics, p.recorded
+    # Start-up overlaps: the metric workers spawn and load their models, and Whisper loads on a
+    # thread, while this thread loads the TTS model and the first clips are synthesized.
+    shared_pool = shared.pool(metrics, config.workers) if shared is not None and recorded is None else None
+    own_pool = None if shared_pool else pipeline.metric_pool(metrics, config.workers, recorded is not None)
+    pool = shared_pool or own_pool
+    if pool is not None:
+        with trace.span("start the metric workers", "load"):
+            pool.start()
+    asr_loading = asr_mod.preload(p.asr) if p.asr is not None and recorded is None else None
+    adapter = None
+    kept = shared is not None and shared.keep_adapter
+    try:
+        with trace.span("load the TTS adapter", "load", model=config.model):
+            if recorded is None:
+                adapter = (shared.adapter(config.model, config.adapter, p.device) if shared is not None and kept
+                           else adapters.resolve(config.model, config.adapter, p.device))
+        work.begin()
+        evaluation = pipeline.evaluate(p.suite, adapter, p.asr, metrics, work.out_dir, work.progress,
+                                       p.refs.paths if p.refs else None, on_rows=work.save, skip=work.skip,
+                                       workers=config.workers, recorded=recorded, pool=pool, seed=config.seed,
+                                       idle=work.idle)
+        if adapter is not None:
+            return Evaluated(evaluation, dict(adapter.describe()), adapter.name)
+        assert p.source is not None  # without an adapter, the clips come from a recorded run
+        return Evaluated(evaluation, dict(p.source.model), p.source.adapter)
+    finally:
+        if adapter is not None and not kept:
+            adapter.close()
+        if own_pool is not None:  # a shared pool is its owner's to close
+            # Killed, not left to finish: every result is collected (or the run is failing), and
+            # all a worker has left is its interpreter's teardown (0.3 s).
+            own_pool.close(now=True)
+        if asr_loading is not None and sys.exc_info()[0] is None:  # nothing may still be loading on return
+            asr_loading.join()
+
+
 def broken_stages(rows: list[Row], metrics: list[Metric], transcribed: bool, replayed: bool) -> tuple[str, ...]:
     """"stage: first reason" for each stage that failed on every utterance it was given: such a
     run measured nothing with that stage, which a nightly must not read as a pass."""
@@ -397,6 +465,12 @@ def _runs_code(config: RunConfig) -> str | None:
 def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResult:
     """Finish the unfinished run in OUT_DIR with the configuration it was started with. The run is
     finished where it is now, whatever folder run.json names (the folder may have been moved)."""
+    return run(resume_config(out_dir), progress)
+
+
+def resume_config(out_dir: Path) -> RunConfig:
+    """The configuration of the unfinished run in OUT_DIR, refused when resuming it would run
+    what the folder names (a command, an adapter's code)."""
     saved = record.read_run(out_dir)
     if saved is None:
         raise EvalkitError(f"{out_dir} holds no evalkit run to resume (no {record.RUN})")
@@ -406,7 +480,7 @@ def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResul
         raise EvalkitError(f"{out_dir}: --resume does not run what a run folder names, and {why}; if you trust it, "
                            f"finish it with the full command: evalkit run --suite SUITE --out {out_dir} "
                            f"{'--adapter ' + config.adapter + ' ' if config.adapter else ''}MODEL")
-    return run(config, progress)
+    return config
 
 
 def rescore(source: Path, add: tuple[str, ...] = (), metrics: tuple[str, ...] | None = None,

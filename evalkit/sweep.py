@@ -303,7 +303,7 @@ def sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pro
         return _sweep(config, progress, say, None)
     from . import sweep_ray  # ray itself is imported there, only now
 
-    with sweep_ray.connect(config, say) as cluster:
+    with sweep_ray.connect(config.ray_address, config.run.device, config.ray_gpus_per_actor, say) as cluster:
         # Keys and the actors' runs use the device the cluster has (the driver computes keys with it).
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, device=cluster.device))
         return _sweep(config, progress, say, cluster)
@@ -339,7 +339,8 @@ def _sweep(config: SweepConfig, progress: Callable[[], AbstractContextManager[Pr
     # suite name fails now, not after an hour of evaluating the first suite.
     base = dataclasses.replace(config.run, model=found[0].model if found else "espeak:en")
     shared = runner.Shared()
-    prepared = {s: runner.prepare(dataclasses.replace(base, suite=s), shared) for s in config.suites}
+    remote = config.executor == "ray"  # the device is the cluster's, not looked for here
+    prepared = {s: runner.prepare(dataclasses.replace(base, suite=s), shared, remote) for s in config.suites}
     suite_names = {s: p.suite.name for s, p in prepared.items()}
     if len(set(suite_names.values())) != len(suite_names):
         raise EvalkitError(f"two --suite options name the same suite ({', '.join(suite_names.values())})")
@@ -476,7 +477,7 @@ def _plan(state: _State, c: Checkpoint, suite: str, retry_load: bool, position: 
     label = f"{position}{shown} (step {c.step}, from {c.step_source})"
     base = Entry(c.model, c.step, c.step_source, suite, "failed")
     try:
-        prepared = runner.prepare(config, state.shared)
+        prepared = runner.prepare(config, state.shared, remote=cfg.executor == "ray")
     except EvalkitError as exc:
         return _failed(state, base, label, suite, exc, retry_load)
     key = prepared.key

@@ -1,4 +1,6 @@
 """`evalkit sweep --executor ray`: the sweep's evaluations on Ray actors, one driver that writes.
+The same cluster, actors and retries serve `evalkit run --executor ray` (evalkit.run_ray), whose
+tasks are a run's shards (EvalActor.evaluate_shard); `Cluster.feed` runs either kind of Job.
 
 The driver (the `evalkit sweep` process) does everything but evaluate: it expands the
 checkpoints, looks every (checkpoint, suite) up by its evaluation key (evalkit.sweep._plan: the
@@ -55,7 +57,7 @@ from . import workers as workers_mod
 from .errors import EvalkitError, MissingExtra, Terminated, first_line
 
 if TYPE_CHECKING:
-    from .sweep import Checkpoint, SweepConfig, _State, _Task
+    from .sweep import Checkpoint, _State, _Task
 
 MAX_ATTEMPTS = 3  # tries of one task whose actor died, before it is recorded as failed
 MAX_RESULT_BYTES = 2 << 30  # one run folder, as it travels back to the driver
@@ -69,9 +71,38 @@ class EvalActor:
 
     def __init__(self) -> None:
         self.shared = runner.Shared()
+        self.shards = runner.Shared(keep_adapter=True)  # a run's shards: one model, loaded once
 
     def pid(self) -> int:
         return os.getpid()
+
+    def evaluate_shard(self, config: runner.RunConfig, ids: list[str], key: str) -> dict[str, Any]:
+        """The utterances `ids` of the run `config` (evalkit.run_ray): {"rows": [Row...], "audio":
+        {clip file name: wav bytes}, "counts": {...}, "model": {...}, "adapter": name}, or
+        {"error": "one line", "bad_input": True} for what no other actor would do better."""
+        tmp = Path(tempfile.mkdtemp(prefix="evalkit-ray-shard-"))
+        try:
+            try:
+                prepared = runner.prepare(dataclasses.replace(config, out_dir=tmp), self.shards)
+                if prepared.key != key:
+                    raise EvalkitError(f"the Ray worker on {socket.gethostname()} computes another evaluation key than "
+                                       "the driver (another model file, suite, evalkit or package version there)")
+                wanted = set(ids)
+                skip = frozenset(u.id for u in prepared.suite.utterances if u.id not in wanted)
+                work = runner.Work(prepared, tmp, skip, begin=lambda: None, save=lambda rows: None, progress=None,
+                                   idle=None)
+                done = runner.evaluate_here(work, self.shards)
+            except EvalkitError as exc:
+                return {"error": str(exc), "bad_input": True, "pid": os.getpid()}
+            audio = {}
+            for row in done.evaluation.rows:
+                if row.audio_path:
+                    clip = tmp / row.audio_path
+                    audio[clip.name] = clip.read_bytes()
+            return {"rows": done.evaluation.rows, "audio": audio, "counts": dataclasses.asdict(done.evaluation.counts),
+                    "model": dict(done.model), "adapter": done.adapter, "pid": os.getpid()}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def evaluate(self, config: runner.RunConfig, key: str) -> dict[str, Any]:
         """{"tar": bytes, "broken": [...]} or {"error": "one line"}; never raises for bad input."""
@@ -190,16 +221,18 @@ def _environment(local: bool, temp_dir: Path | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def connect(config: SweepConfig, say: Callable[[str], None]) -> Iterator[Cluster]:
-    """The Ray cluster at --ray-address, or a local one for this command; checks that it has what
-    the sweep asks for (GPUs for --device cuda) before any work."""
+def connect(address: str | None, device: str, gpus_per_actor: float | None,
+            say: Callable[[str], None]) -> Iterator[Cluster]:
+    """The Ray cluster at `address` (--ray-address), or a local one for this command; checks that
+    it has what the command asks for (GPUs for --device cuda) before any work. The Cluster's
+    device is `device` with auto decided by the cluster's GPUs, not this machine's."""
     if importlib.util.find_spec("ray") is None:  # installed? (told before anything starts; not imported yet)
         raise MissingExtra("ray (for --executor ray)", "ray")
-    address = config.ray_address
     if address:
         _check_address(address)
-    device = config.run.device
-    if config.ray_gpus_per_actor is not None and config.ray_gpus_per_actor < 0:
+    if device not in ("auto", "cpu", "cuda"):
+        raise EvalkitError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if gpus_per_actor is not None and gpus_per_actor < 0:
         raise EvalkitError("--ray-gpus-per-actor cannot be negative")
     temp_dir = None if address else Path(tempfile.mkdtemp(prefix="evalkit-ray-", dir=os.environ.get("RAY_TMPDIR")))
     with contextlib.ExitStack() as stack:
@@ -224,8 +257,7 @@ def connect(config: SweepConfig, say: Callable[[str], None]) -> Iterator[Cluster
         have_gpus, have_cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
         if device == "auto":  # the cluster's devices decide, not the driver's: the actors do the work
             device = "cuda" if have_gpus > 0 else "cpu"
-        gpus = config.ray_gpus_per_actor if config.ray_gpus_per_actor is not None else (
-            1.0 if device == "cuda" else 0.0)
+        gpus = gpus_per_actor if gpus_per_actor is not None else (1.0 if device == "cuda" else 0.0)
         if (device == "cuda" or gpus > 0) and have_gpus < max(gpus, 1e-9):
             raise EvalkitError(f"{'--device cuda' if device == 'cuda' else '--ray-gpus-per-actor'}: {where} has "
                                f"no GPU ({have_cpus:g} CPUs); use --device cpu, or a cluster with GPU nodes")
@@ -251,9 +283,14 @@ def _cpus_per_actor(ray: Any, gpus: float) -> int:
 
 
 @dataclass
-class _Attempt:
-    task: _Task
-    checkpoint: Checkpoint
+class Job:
+    """One piece of work for an actor (a sweep's (checkpoint, suite), a run's shard), tried on
+    another actor when its actor dies, at most MAX_ATTEMPTS times."""
+
+    label: str  # what the messages call it
+    send: Callable[[Any], Any]  # actor -> the ref of its answer
+    done: Callable[[dict[str, Any]], None]  # the actor's answer
+    give_up: Callable[[str], None]  # why it will not be done
     tries: int = 0
     last_error: str = ""
 
@@ -280,7 +317,7 @@ class Cluster:
         """Every (checkpoint, suite) of `found` that the driver's lookup leaves, on the actors."""
         from . import sweep
 
-        todo: deque[_Attempt] = deque()
+        todo: deque[Job] = deque()
         for i, c in enumerate(found, 1):
             counted = False
             for suite in state.config.suites:
@@ -288,7 +325,7 @@ class Cluster:
                 if planned is None:
                     continue
                 if isinstance(planned, sweep._Task):
-                    todo.append(_Attempt(planned, c))
+                    todo.append(self._sweep_job(state, planned))
                     counted = True
                 else:
                     sweep._record(state, planned)
@@ -301,7 +338,7 @@ class Cluster:
                 break
         if todo:
             try:
-                self._dispatch(state, todo)
+                self.feed(todo)
             except KeyboardInterrupt as exc:
                 how = "terminated" if isinstance(exc, Terminated) else "interrupted"
                 stop = runner.Interrupted(f"{how}: {sum(e.status == 'done' for e in state.entries)} "
@@ -309,37 +346,33 @@ class Cluster:
                 stop.exit_code = exc.exit_code if isinstance(exc, Terminated) else 130
                 raise stop from None
 
-    def _dispatch(self, state: _State, todo: deque[_Attempt]) -> None:
+    def feed(self, todo: deque[Job], stop: Callable[[], bool] = lambda: False) -> None:
+        """Every job, one at a time per actor, until each is done or given up, or `stop()` says so
+        (checked after every answer; what is in flight then is dropped). An actor that dies costs
+        its job one try: the job goes back to the front of the queue and a replacement actor starts
+        (at most size * MAX_ATTEMPTS of them). A job's `done` gets every answer, an "error" one too."""
         ray = self.ray
         total = len(todo)
         starting: dict[Any, Any] = {}  # ready ref -> actor not yet known to be up
         idle: list[Any] = []
-        running: dict[Any, tuple[Any, _Attempt]] = {}  # result ref -> (actor, attempt)
+        running: dict[Any, tuple[Any, Job]] = {}  # result ref -> (actor, job)
         replacements = self.size * MAX_ATTEMPTS
         for _ in range(min(self.size, total)):
             actor = self._new_actor()
             starting[actor.pid.remote()] = actor
         waiting_since = time.monotonic()
-        while todo or running:
+        while (todo or running) and not stop():
             while todo and idle:
-                actor, attempt = idle.pop(), todo.popleft()
-                attempt.tries += 1
-                task = attempt.task
-                tail = f" (try {attempt.tries} of {MAX_ATTEMPTS})" if attempt.tries > 1 else ""
-                self.say(f"{task.label} on {task.base.suite}: sent to a Ray actor{tail}")
-                # The driver's resolved device and store; by default as many metric workers as the actor
-                # has CPUs beside Whisper (workers change no row): a machine's actors share its cores.
-                workers = task.config.workers
-                if workers is None:
-                    workers = max(0, min(self.cpus - 1, workers_mod.MAX_DEFAULT_WORKERS))
-                config = dataclasses.replace(task.config, device=task.prepared.device, tracking_uri=state.uri,
-                                             workers=workers)
-                running[actor.evaluate.remote(config, task.prepared.key)] = (actor, attempt)
+                actor, job = idle.pop(), todo.popleft()
+                job.tries += 1
+                tail = f" (try {job.tries} of {MAX_ATTEMPTS})" if job.tries > 1 else ""
+                self.say(f"{job.label}: sent to a Ray actor{tail}")
+                running[job.send(actor)] = (actor, job)
             if not running and not starting:
                 break
             if not running and time.monotonic() - waiting_since > READY_TIMEOUT_S:
-                for attempt in todo:
-                    self._give_up(state, attempt, f"no Ray actor could start in {READY_TIMEOUT_S:g} s")
+                for job in todo:
+                    self._give_up(job, f"no Ray actor could start in {READY_TIMEOUT_S:g} s")
                 return
             done, _ = ray.wait([*running, *starting], num_returns=1, timeout=10.0)
             for ref in done:
@@ -352,24 +385,22 @@ class Cluster:
                     except ray.exceptions.RayError as exc:
                         self.say(f"Ray: an actor did not start ({first_line(exc)})")
                     continue
-                actor, attempt = running.pop(ref)
+                actor, job = running.pop(ref)
                 try:
                     answer = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # evalkit itself raised: trying again changes nothing
                     idle.append(actor)
-                    self._give_up(state, attempt, f"the Ray actor raised {first_line(exc.cause or exc)}")
+                    self._give_up(job, f"the Ray actor raised {first_line(exc.cause or exc)}")
                     continue
                 except ray.exceptions.RayError as exc:  # the actor (its process or its node) is gone
-                    attempt.last_error = first_line(exc)
+                    job.last_error = first_line(exc)
                     with contextlib.suppress(Exception):
                         ray.kill(actor)
-                    if attempt.tries >= MAX_ATTEMPTS:
-                        self._give_up(state, attempt, f"its Ray actor died {attempt.tries} times "
-                                                      f"(last: {attempt.last_error})")
+                    if job.tries >= MAX_ATTEMPTS:
+                        self._give_up(job, f"its Ray actor died {job.tries} times (last: {job.last_error})")
                     else:
-                        self.say(f"{attempt.task.label} on {attempt.task.base.suite}: its Ray actor died "
-                                 f"({attempt.last_error}); retrying on another actor")
-                        todo.appendleft(attempt)
+                        self.say(f"{job.label}: its Ray actor died ({job.last_error}); retrying on another actor")
+                        todo.appendleft(job)
                     alive, wanted = len(idle) + len(running) + len(starting), min(self.size, len(todo) + len(running))
                     if replacements > 0 and alive < wanted:
                         replacements -= 1
@@ -378,29 +409,43 @@ class Cluster:
                         waiting_since = time.monotonic()
                     continue
                 idle.append(actor)
-                self._done(state, attempt, answer)
-        for attempt in todo:  # every actor gone, and no replacement left to start
-            self._give_up(state, attempt, f"no Ray actor left ({attempt.last_error or 'none started'})")
+                job.done(answer)
+        if stop():
+            return
+        for job in todo:  # every actor gone, and no replacement left to start
+            self._give_up(job, f"no Ray actor left ({job.last_error or 'none started'})")
 
-    def _give_up(self, state: _State, attempt: _Attempt, reason: str) -> None:
+    def _give_up(self, job: Job, reason: str) -> None:
+        self.say(f"{job.label}: failed: {reason}")
+        job.give_up(reason)
+
+    def _sweep_job(self, state: _State, task: _Task) -> Job:
+        """A sweep's (checkpoint, suite) as a job: the actor runs it whole, with the driver's resolved
+        device and store; by default as many metric workers as the actor has CPUs beside Whisper
+        (workers change no row): a machine's actors share its cores."""
         from . import sweep
 
-        task = attempt.task
-        self.say(f"{task.label} on {task.base.suite}: failed: {reason}")
-        sweep._record(state, dataclasses.replace(task.base, reason=reason))
+        workers = task.config.workers
+        if workers is None:
+            workers = max(0, min(self.cpus - 1, workers_mod.MAX_DEFAULT_WORKERS))
+        config = dataclasses.replace(task.config, device=task.prepared.device, tracking_uri=state.uri,
+                                     workers=workers)
+        return Job(f"{task.label} on {task.base.suite}",
+                   send=lambda actor: actor.evaluate.remote(config, task.prepared.key),
+                   done=lambda answer: self._done(state, task, answer),
+                   give_up=lambda reason: sweep._record(state, dataclasses.replace(task.base, reason=reason)))
 
-    def _done(self, state: _State, attempt: _Attempt, answer: dict[str, Any]) -> None:
+    def _done(self, state: _State, task: _Task, answer: dict[str, Any]) -> None:
         """A task came back: its folder into the sweep folder, then MLflow, once."""
         from . import sweep
 
-        task = attempt.task
-        if "error" in answer:
-            self._give_up(state, attempt, answer["error"])
-            return
         try:
+            if "error" in answer:
+                raise EvalkitError(answer["error"])
             unpack(answer["tar"], task.run_dir)
         except EvalkitError as exc:
-            self._give_up(state, attempt, str(exc))
+            self.say(f"{task.label} on {task.base.suite}: failed: {exc}")
+            sweep._record(state, dataclasses.replace(task.base, reason=str(exc)))
             return
         tracking_error = None
         try:

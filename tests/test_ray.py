@@ -287,3 +287,124 @@ def test_device_cuda_on_a_cluster_without_gpus_is_one_line(tmp_path, cluster):
     line = _one_line(proc.returncode, proc.stdout, proc.stderr)
     assert "--device cuda: the Ray cluster at" in line and "has no GPU" in line
     assert not (tmp_path / "o").exists()
+
+
+# --- evalkit run --executor ray: one suite in shards ---------------------------------------------
+
+
+def test_shards_are_contiguous_cover_every_utterance_once_and_stay_small():
+    from evalkit import run_ray
+
+    ids = [f"u{i:03d}" for i in range(10)]
+    parts = run_ray.shards(ids, 2)
+    assert [len(p) for p in parts] == [2, 2, 2, 2, 2]  # 8 wanted (4 per actor): 10 / 8 rounds up to 2 each
+    assert [u for p in parts for u in p] == ids
+    assert run_ray.shards(ids[:3], 4) == [["u000"], ["u001"], ["u002"]]  # never an empty shard
+    many = [f"u{i:04d}" for i in range(1000)]
+    big = run_ray.shards(many, 1)
+    assert max(len(p) for p in big) <= run_ray.MAX_SHARD and [u for p in big for u in p] == many
+    assert run_ray.shards([], 3) == []
+
+
+@pytest.mark.parametrize("case", ["no ray", "unreachable", "address without ray", "bad address", "bad executor"])
+def test_bad_ray_input_to_run_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, case):
+    args = ["run", "--suite", "en-base", "espeak:en-us", "--limit", "1", "--out", str(tmp_path / "out")]
+    extra, expected = {
+        "no ray": (["--executor", "ray"], "pip install 'evalkit-tts[ray]'"),
+        "unreachable": (["--executor", "ray", "--ray-address", f"127.0.0.1:{_free_port()}"],
+                        "no Ray cluster answers there"),
+        "address without ray": (["--ray-address", "127.0.0.1:6379"], "need --executor ray"),
+        "bad address": (["--executor", "ray", "--ray-address", "nowhere"], "must be HOST:PORT"),
+        "bad executor": (["--executor", "slurm"], "--executor must be local or ray"),
+    }[case]
+    if case == "no ray":
+        monkeypatch.setitem(sys.modules, "ray", None)  # find_spec reads it as not installed
+    line = _one_line(*run_in_process(capsys, *args, *extra))
+    assert expected in line
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_run_sharded_on_two_nodes_survives_a_killed_actor_with_the_local_values(tmp_path, capsys, asr, cluster):
+    """`evalkit run --executor ray`: 6 utterances in shards on the two nodes, one actor killed in
+    the middle of a shard; every utterance once, in one run folder and one MLflow run, each value
+    and each clip equal to the local executor's."""
+    from mlflow.tracking import MlflowClient
+
+    common = ["--suite", "en-base", "piper:joe", "--limit", "6", "--metrics", "intelligibility", "--workers", "0"]
+    code, _, stderr = run_in_process(capsys, "run", *common, "--out", str(tmp_path / "local"),
+                                     "--tracking-uri", f"sqlite:///{tmp_path / 'local.db'}")
+    assert code == 0, stderr
+
+    uri = f"sqlite:///{tmp_path / 'ray.db'}"
+    out = tmp_path / "ray-run"
+    cmd = [sys.executable, "-m", "evalkit", "run", *common, "--tracking-uri", uri, "--out", str(out),
+           "--executor", "ray", "--ray-address", cluster.address]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
+    killed = None
+    try:
+        deadline = time.monotonic() + 400
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            saved = 0
+            with contextlib.suppress(OSError):
+                saved = len((out / "progress.jsonl").read_text().splitlines())
+            busy = [pid for pid, cmdline in _session_processes(cluster.sids).items()
+                    if cmdline.startswith("ray::EvalActor.evaluate_shard")]
+            if saved >= 1 and busy:  # a shard is in, another actor is in the middle of one
+                os.kill(busy[0], signal.SIGKILL)
+                killed = busy[0]
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert killed is not None, f"no actor was caught mid-shard to kill\n{stderr}"
+    assert proc.returncode == 0, stderr
+    assert "its Ray actor died" in stderr and "retrying on another actor" in stderr, stderr
+
+    ids = [json.loads(line)["id"] for line in (out / "utterances.jsonl").read_text().splitlines()]
+    assert ids == [f"en-base-{i:03d}" for i in range(1, 7)]  # each once, in suite order
+    mine, theirs = _rows(tmp_path / "local"), _rows(out)
+    for uid in mine:
+        different = [k for k in mine[uid] if not _same(mine[uid][k], theirs[uid].get(k))]
+        assert not different and mine[uid].keys() == theirs[uid].keys(), (uid, different)
+        assert (tmp_path / "local" / "audio" / f"{uid}.wav").read_bytes() == (out / "audio" / f"{uid}.wav").read_bytes()
+    assert not (out / "progress.jsonl").exists()  # finished: the tables supersede it
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("evalkit-en-base").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    local = json.loads((tmp_path / "local" / "summary.json").read_text())["aggregates"]
+    assert runs[0].data.metrics["cer/mean"] == pytest.approx(local["cer/mean"], abs=0)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_model_no_actor_can_load_stops_the_sharded_run_in_one_line(tmp_path, cluster):
+    proc = subprocess.run([sys.executable, "-m", "evalkit", "run", "--suite", "en-base", "espeak:xx-nonexistent",
+                           "--limit", "2", "--executor", "ray", "--ray-address", cluster.address,
+                           "--out", str(tmp_path / "o"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          capture_output=True, text=True, env=cluster.env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    news = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("error: ")]
+    # One error line; before it only the driver's news of the cluster and of what it sent where.
+    assert len(errors) == 1 and "espeak-ng has no voice 'xx-nonexistent'" in errors[0], proc.stderr
+    assert all(n.startswith("Ray: ") or ": sent to a Ray actor" in n for n in news), proc.stderr
+    assert not (tmp_path / "o" / "summary.json").exists() and not (tmp_path / "o" / "run.json").exists()
+
+
+def test_an_actors_shards_keep_one_tts_model_loaded():
+    """A Ray actor's shards of one run load its TTS model once; another model replaces it (closed)."""
+    shared = runner.Shared(keep_adapter=True)
+    first = shared.adapter("espeak:en-us", None, "cpu")
+    assert shared.adapter("espeak:en-us", None, "cpu") is first
+    closed = []
+    first.close = lambda: closed.append(True)  # type: ignore[method-assign]  # to see it closed
+    other = shared.adapter("espeak:ko", None, "cpu")
+    assert other is not first and closed == [True]
+    shared.close()
+    assert shared.adapter("espeak:ko", None, "cpu") is not other  # closed with the rest, loaded again
+    shared.close()
