@@ -8,7 +8,7 @@ three `degraded-piper` checkpoints (Piper with noise of strength 0, 0.05, 0.3, a
 with its own empty evalkit cache and sqlite MLflow store:
 - local: `evalkit sweep --suite en-base CKPT_DIR`;
 - ray:   the same with `--executor ray` (a local Ray instance started and stopped by the
-         command, one actor per core, each loading Whisper and the metrics once).
+         command, one actor per node with its CPUs, loading Whisper and the metrics once).
 Then one run of the first --run-limit utterances of en-base with Piper, `evalkit run` against
 `evalkit run --executor ray` (the utterances in shards over the actors).
 Prints and writes (JSON and Markdown) the wall seconds of each, the ratios ray / local (the

@@ -33,7 +33,7 @@ from .errors import EvalkitError
 from .types import Row
 from .untrusted import inside
 
-SHARDS_PER_ACTOR = 4
+SHARDS_PER_ACTOR = 2  # enough to even out actors; each shard ends with a short pipeline tail
 MAX_SHARD = 64  # utterances: at 100-200 KB of audio each, a shard's answer stays small
 
 

@@ -46,8 +46,14 @@ def in_worker() -> bool:
     return _in_worker
 
 
+CPUS_ENV = "EVALKIT_CPUS"  # at most this many cores (a Ray actor's share of its node), if set
+
+
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The cores this process may use: its CPU affinity, at most $EVALKIT_CPUS."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get(CPUS_ENV, "")
+    return max(1, min(n, int(limit))) if limit.isdigit() and int(limit) > 0 else n
 
 
 def default_workers() -> int:
