@@ -51,10 +51,12 @@ def run(config: runner.RunConfig, address: str | None, gpus_per_actor: float | N
 
 
 def shards(ids: list[str], actors: int) -> list[list[str]]:
-    """`ids` cut into contiguous shards: SHARDS_PER_ACTOR per actor, none over MAX_SHARD."""
+    """`ids` cut into contiguous shards: SHARDS_PER_ACTOR per actor (one for a lone actor: there is
+    nothing to even out, and each shard ends with a pipeline tail), none over MAX_SHARD."""
     if not ids:
         return []
-    n = min(len(ids), max(actors * SHARDS_PER_ACTOR, math.ceil(len(ids) / MAX_SHARD)))
+    wanted = actors * SHARDS_PER_ACTOR if actors > 1 else 1
+    n = min(len(ids), max(wanted, math.ceil(len(ids) / MAX_SHARD)))
     size = math.ceil(len(ids) / n)
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 

@@ -300,6 +300,7 @@ def test_shards_are_contiguous_cover_every_utterance_once_and_stay_small():
     assert [len(p) for p in parts] == [3, 3, 3, 1]  # 4 wanted (2 per actor): 10 / 4 rounds up to 3 each
     assert [u for p in parts for u in p] == ids
     assert run_ray.shards(ids[:3], 4) == [["u000"], ["u001"], ["u002"]]  # never an empty shard
+    assert run_ray.shards(ids, 1) == [ids]  # a lone actor: one shard, nothing to even out
     many = [f"u{i:04d}" for i in range(1000)]
     big = run_ray.shards(many, 1)
     assert max(len(p) for p in big) <= run_ray.MAX_SHARD and [u for p in big for u in p] == many
