@@ -212,6 +212,30 @@ def _quiet():
     yield progress.Progress()
 
 
+def _kill_an_actor_midway(cmd: list[str], cluster: Cluster, task: str, progressed) -> None:
+    """Run `cmd` (an evalkit command on the cluster); once `progressed()` and an actor is in the
+    middle of `task` (its process title), SIGKILL that actor. The command must still succeed, and
+    say it retried."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
+    killed = None
+    try:
+        deadline = time.monotonic() + 400
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            busy = [pid for pid, cmdline in _session_processes(cluster.sids).items() if cmdline.startswith(task)]
+            if busy and progressed():
+                os.kill(busy[0], signal.SIGKILL)
+                killed = busy[0]
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert killed is not None, f"no actor was caught in the middle of {task} to kill\n{stderr}"
+    assert proc.returncode == 0, stderr
+    assert "its Ray actor died" in stderr and "retrying on another actor" in stderr, stderr
+
+
 @needs_ray
 @pytest.mark.slow
 def test_a_sweep_on_two_nodes_survives_a_killed_actor_and_logs_each_run_once(tmp_path, tiny_tts, asr, cluster):
@@ -231,29 +255,12 @@ def test_a_sweep_on_two_nodes_survives_a_killed_actor_and_logs_each_run_once(tmp
     cmd = [sys.executable, "-m", "evalkit", "sweep", *[a for s in suites for a in ("--suite", s)],
            str(tmp_path / "ckpts"), "--limit", "2", "--metrics", "intelligibility", "--workers", "0",
            "--tracking-uri", uri, "--out", str(out), "--executor", "ray", "--ray-address", cluster.address]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
-    killed = None
-    try:
-        deadline = time.monotonic() + 400
-        while killed is None and proc.poll() is None and time.monotonic() < deadline:
-            done = 0
-            with contextlib.suppress(OSError, ValueError):
-                saved = json.loads((out / sweep.SWEEP_FILE).read_text())["checkpoints"]
-                done = sum(e["status"] == "done" for e in saved)
-            busy = [pid for pid, cmdline in _session_processes(cluster.sids).items()
-                    if cmdline.startswith("ray::EvalActor.evaluate")]
-            if done >= 1 and busy:  # mid-sweep, an actor in the middle of a task
-                os.kill(busy[0], signal.SIGKILL)
-                killed = busy[0]
-            time.sleep(0.1)
-        stdout, stderr = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert killed is not None, f"no actor was caught mid-task to kill\n{stderr}"
-    assert proc.returncode == 0, stderr
-    assert "its Ray actor died" in stderr and "retrying on another actor" in stderr, stderr
+    def one_done() -> bool:  # mid-sweep: a (checkpoint, suite) is done
+        with contextlib.suppress(OSError, ValueError):
+            return any(e["status"] == "done" for e in json.loads((out / sweep.SWEEP_FILE).read_text())["checkpoints"])
+        return False
+
+    _kill_an_actor_midway(cmd, cluster, "ray::EvalActor.evaluate", one_done)
 
     entries = json.loads((out / sweep.SWEEP_FILE).read_text())["checkpoints"]
     assert sorted((e["suite"], e["step"], e["status"]) for e in entries) == sorted(
@@ -342,28 +349,12 @@ def test_a_run_sharded_on_two_nodes_survives_a_killed_actor_with_the_local_value
     out = tmp_path / "ray-run"
     cmd = [sys.executable, "-m", "evalkit", "run", *common, "--tracking-uri", uri, "--out", str(out),
            "--executor", "ray", "--ray-address", cluster.address]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
-    killed = None
-    try:
-        deadline = time.monotonic() + 400
-        while killed is None and proc.poll() is None and time.monotonic() < deadline:
-            saved = 0
-            with contextlib.suppress(OSError):
-                saved = len((out / "progress.jsonl").read_text().splitlines())
-            busy = [pid for pid, cmdline in _session_processes(cluster.sids).items()
-                    if cmdline.startswith("ray::EvalActor.evaluate_shard")]
-            if saved >= 1 and busy:  # a shard is in, another actor is in the middle of one
-                os.kill(busy[0], signal.SIGKILL)
-                killed = busy[0]
-            time.sleep(0.05)
-        stdout, stderr = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert killed is not None, f"no actor was caught mid-shard to kill\n{stderr}"
-    assert proc.returncode == 0, stderr
-    assert "its Ray actor died" in stderr and "retrying on another actor" in stderr, stderr
+    def one_shard_in() -> bool:  # a shard's rows are on disk
+        with contextlib.suppress(OSError):
+            return bool((out / "progress.jsonl").read_text().strip())
+        return False
+
+    _kill_an_actor_midway(cmd, cluster, "ray::EvalActor.evaluate_shard", one_shard_in)
 
     ids = [json.loads(line)["id"] for line in (out / "utterances.jsonl").read_text().splitlines()]
     assert ids == [f"en-base-{i:03d}" for i in range(1, 7)]  # each once, in suite order
