@@ -400,3 +400,33 @@ def test_an_actors_shards_keep_one_tts_model_loaded():
     shared.close()
     assert shared.adapter("espeak:ko", None, "cpu") is not other  # closed with the rest, loaded again
     shared.close()
+
+
+@needs_ray
+@pytest.mark.slow
+def test_an_unfinished_run_is_finished_on_the_cluster_with_resume(tmp_path, capsys, asr, cluster):
+    """A driver that died leaves run.json, progress.jsonl and the clips of the rows it saved:
+    `evalkit run --resume OUT --executor ray` evaluates only the rest, on the cluster."""
+    done = tmp_path / "done"
+    code, _, stderr = run_in_process(capsys, "run", "--suite", "en-base", "espeak:en-us", "--limit", "5",
+                                     "--device", "cpu", "--metrics", "intelligibility", "--workers", "0",
+                                     "--out", str(done), "--tracking-uri", f"sqlite:///{tmp_path / 'local.db'}")
+    assert code == 0, stderr
+    # What a kill after the first chunk leaves: the first two rows saved, nothing finished.
+    out = tmp_path / "unfinished"
+    out.mkdir()
+    (out / "audio").mkdir()
+    (out / "run.json").write_text((done / "run.json").read_text())
+    saved = (done / "utterances.jsonl").read_text().splitlines()[:2]
+    (out / "progress.jsonl").write_text("".join(line + "\n" for line in saved))
+    for line in saved:
+        uid = json.loads(line)["id"]
+        (out / "audio" / f"{uid}.wav").write_bytes((done / "audio" / f"{uid}.wav").read_bytes())
+
+    proc = subprocess.run([sys.executable, "-m", "evalkit", "run", "--resume", str(out), "--executor", "ray",
+                           "--ray-address", cluster.address], capture_output=True, text=True, env=cluster.env,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 utterances resumed from an earlier attempt" in proc.stdout
+    assert proc.stderr.count(": sent to a Ray actor") >= 1  # the rest went to the cluster
+    assert _rows(out) == _rows(done)  # every row, the resumed and the new, as the local run's
