@@ -28,7 +28,6 @@ from functools import partial
 from typing import Any
 
 from . import pipeline, runner, sweep_ray
-from . import workers as workers_mod
 from .errors import EvalkitError
 from .types import Row
 from .untrusted import inside
@@ -76,10 +75,8 @@ def _evaluate(cluster: sweep_ray.Cluster, work: runner.Work) -> runner.Evaluated
     todo = [u.id for u in p.suite.utterances if u.id not in work.skip]
     progress = work.progress or pipeline.Progress()
     progress.start("evaluate", len(todo))
-    workers = p.config.workers
-    if workers is None:  # as many metric workers as the actor has CPUs beside Whisper (workers change no row)
-        workers = max(0, min(cluster.cpus - 1, workers_mod.MAX_DEFAULT_WORKERS))
-    config = dataclasses.replace(p.config, workers=workers, out_dir=None, tracking_uri=p.uri)
+    # --workers as given: by default the actor sizes its metric workers to its CPUs (EvalActor)
+    config = dataclasses.replace(p.config, out_dir=None, tracking_uri=p.uri)
     got = _Collected()
     jobs: deque[sweep_ray.Job] = deque()
     for part in shards(todo, cluster.size):

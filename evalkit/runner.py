@@ -406,11 +406,11 @@ def evaluate_here(work: Work, shared: Shared | None) -> Evaluated:
             pool.start()
     asr_loading = asr_mod.preload(p.asr) if p.asr is not None and recorded is None else None
     adapter = None
-    kept = shared is not None and shared.keep_adapter
+    keeper = shared if shared is not None and shared.keep_adapter else None  # it loads and closes the adapter
     try:
         with trace.span("load the TTS adapter", "load", model=config.model):
             if recorded is None:
-                adapter = (shared.adapter(config.model, config.adapter, p.device) if shared is not None and kept
+                adapter = (keeper.adapter(config.model, config.adapter, p.device) if keeper is not None
                            else adapters.resolve(config.model, config.adapter, p.device))
         work.begin()
         evaluation = pipeline.evaluate(p.suite, adapter, p.asr, metrics, work.out_dir, work.progress,
@@ -422,7 +422,7 @@ def evaluate_here(work: Work, shared: Shared | None) -> Evaluated:
         assert p.source is not None  # without an adapter, the clips come from a recorded run
         return Evaluated(evaluation, dict(p.source.model), p.source.adapter)
     finally:
-        if adapter is not None and not kept:
+        if adapter is not None and keeper is None:
             adapter.close()
         if own_pool is not None:  # a shared pool is its owner's to close
             # Killed, not left to finish: every result is collected (or the run is failing), and
@@ -462,15 +462,10 @@ def _runs_code(config: RunConfig) -> str | None:
     return None
 
 
-def resume(out_dir: Path, progress: pipeline.Progress | None = None) -> RunResult:
-    """Finish the unfinished run in OUT_DIR with the configuration it was started with. The run is
-    finished where it is now, whatever folder run.json names (the folder may have been moved)."""
-    return run(resume_config(out_dir), progress)
-
-
 def resume_config(out_dir: Path) -> RunConfig:
-    """The configuration of the unfinished run in OUT_DIR, refused when resuming it would run
-    what the folder names (a command, an adapter's code)."""
+    """The configuration of the unfinished run in OUT_DIR, to finish it with (`run`, locally or
+    with an executor) where it is now, whatever folder run.json names (the folder may have been
+    moved); refused when resuming it would run what the folder names (a command, an adapter's code)."""
     saved = record.read_run(out_dir)
     if saved is None:
         raise EvalkitError(f"{out_dir} holds no evalkit run to resume (no {record.RUN})")

@@ -433,22 +433,19 @@ class Cluster:
 
     def _sweep_job(self, state: _State, task: _Task) -> Job:
         """A sweep's (checkpoint, suite) as a job: the actor runs it whole, with the driver's resolved
-        device and store; by default as many metric workers as the actor has CPUs beside Whisper
-        (workers change no row): a machine's actors share its cores."""
+        device and store (its metric workers by default as many as its CPUs allow beside Whisper:
+        EvalActor sizes its lanes to them)."""
         from . import sweep
 
-        workers = task.config.workers
-        if workers is None:
-            workers = max(0, min(self.cpus - 1, workers_mod.MAX_DEFAULT_WORKERS))
-        config = dataclasses.replace(task.config, device=task.prepared.device, tracking_uri=state.uri,
-                                     workers=workers)
-        return Job(f"{task.label} on {task.base.suite}",
-                   send=lambda actor: actor.evaluate.remote(config, task.prepared.key),
-                   done=lambda answer: self._done(state, task, answer),
-                   give_up=lambda reason: sweep._record(state, dataclasses.replace(task.base, reason=reason)))
+        config = dataclasses.replace(task.config, device=task.prepared.device, tracking_uri=state.uri)
+        job = Job(f"{task.label} on {task.base.suite}",
+                  send=lambda actor: actor.evaluate.remote(config, task.prepared.key),
+                  done=lambda answer: self._done(state, task, answer, lambda reason: self._give_up(job, reason)),
+                  give_up=lambda reason: sweep._record(state, dataclasses.replace(task.base, reason=reason)))
+        return job
 
-    def _done(self, state: _State, task: _Task, answer: dict[str, Any]) -> None:
-        """A task came back: its folder into the sweep folder, then MLflow, once."""
+    def _done(self, state: _State, task: _Task, answer: dict[str, Any], fail: Callable[[str], None]) -> None:
+        """A task came back: its folder into the sweep folder, then MLflow, once; `fail` otherwise."""
         from . import sweep
 
         try:
@@ -456,8 +453,7 @@ class Cluster:
                 raise EvalkitError(answer["error"])
             unpack(answer["tar"], task.run_dir)
         except EvalkitError as exc:
-            self.say(f"{task.label} on {task.base.suite}: failed: {exc}")
-            sweep._record(state, dataclasses.replace(task.base, reason=str(exc)))
+            fail(str(exc))
             return
         tracking_error = None
         try:
